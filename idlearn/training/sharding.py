@@ -1,0 +1,77 @@
+"""Data-parallel sharding helpers: the data axis, its mesh, sharded losses."""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh over `devices` (default: all) with the Auto data axis.
+
+  `jax.make_mesh` defaults to Explicit axes in this JAX, which reject a
+  replicated-state / sharded-batch step; Auto lets jit propagate shardings.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(
+      np.asarray(devices),
+      (DATA_AXIS,),
+      axis_types=(jax.sharding.AxisType.Auto,),
+  )
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over the data axis."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array (parameters, optimizer state)."""
+  return NamedSharding(mesh, P())
+
+
+def shard_batch(tree: Any, mesh: Mesh) -> Any:
+  """Places every array of `tree` on `mesh`, split along its first axis.
+
+  Raises:
+    ValueError: a leading dimension not divisible by the number of devices.
+  """
+  n = mesh.shape[DATA_AXIS]
+
+  def put(path, x):
+    if x.shape[0] % n:
+      raise ValueError(
+          f"batch field {jax.tree_util.keystr(path)} has leading dimension "
+          f"{x.shape[0]}, not divisible by the {n} devices of the data mesh"
+      )
+    return jax.device_put(x, batch_sharding(mesh))
+
+  return jax.tree_util.tree_map_with_path(put, tree)
+
+
+def shard_loss(loss_fn: Callable[..., Any], mesh: Mesh, **kwargs) -> Callable:
+  """Runs `loss_fn(*xs, axis_name=DATA_AXIS, **kwargs)` per device.
+
+  Every positional argument is split along its first axis over the data axis;
+  the loss gathers what it needs across devices and returns replicated
+  (global-batch) values, so `(loss, aux)` comes out unsharded and its gradient
+  equals the single-device gradient on the concatenated batch.
+
+  Args:
+    loss_fn: an idlearn loss taking `axis_name`.
+    mesh: a mesh with a `DATA_AXIS` axis (see `make_data_mesh`).
+    **kwargs: keyword-only hyper-parameters bound into the loss.
+  Returns:
+    A function of the same positional arguments, to call inside or outside
+    `jax.jit`.
+  """
+  per_device = functools.partial(loss_fn, axis_name=DATA_AXIS, **kwargs)
+  return jax.shard_map(
+      per_device, mesh=mesh, in_specs=P(DATA_AXIS), out_specs=P()
+  )
