@@ -12,6 +12,10 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["idlearn", "idlearn.*"]),
+    # The small real data sets the quickstart and tests use (see
+    # idlearn/data/bundled/DATA_CARD.md).
+    package_data={"idlearn.data": ["bundled/**/*"]},
+    include_package_data=True,
     install_requires=[
         "jax>=0.10.2",
         "flax>=0.12.8",
