@@ -1,0 +1,289 @@
+"""Mixed-sample objectives: Mixed Barlow Twins, Decoupled Mixup, Metrix.
+
+Each takes embeddings (or logits) of samples that were mixed *before* the
+encoder, plus the composition of every mixed sample (which rows, which
+labels, which weight), and returns `(loss, aux)` averaged over the global
+batch. The mixing of images itself is done by the caller (the train step):
+`x_mix = lam * x_a + (1 - lam) * x_b`.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from idlearn.losses._common import (
+  Aux,
+  gather,
+  global_mean,
+  l2_normalize,
+  row_offset,
+)
+
+# Added to the variance before rsqrt so that constant features stay finite.
+_VAR_EPS = 1e-6
+
+
+def _check_2d(name: str, x: jax.Array, rows: int | None = None) -> None:
+  if x.ndim != 2:
+    raise ValueError(f"{name} must be [b, d], got shape {x.shape}")
+  if rows is not None and x.shape[0] != rows:
+    raise ValueError(f"{name} must have {rows} rows, got shape {x.shape}")
+
+
+def _check_1d(name: str, x: jax.Array, rows: int) -> None:
+  if x.shape != (rows,):
+    raise ValueError(f"{name} must have shape ({rows},), got {x.shape}")
+
+
+def _standardize(z: jax.Array, axis_name: str | None) -> jax.Array:
+  """Per-dimension zero mean / unit (biased) variance over the global batch."""
+  z = z.astype(jnp.float32)
+  mean = global_mean(z.mean(axis=0), axis_name)
+  zc = z - mean
+  var = global_mean(jnp.mean(zc * zc, axis=0), axis_name)
+  return zc * jax.lax.rsqrt(var + _VAR_EPS)
+
+
+def _corr(a: jax.Array, b: jax.Array, axis_name: str | None) -> jax.Array:
+  """a^T b / N over the global batch: [b, d] x [b, e] -> [d, e]."""
+  return global_mean(a.T @ b / a.shape[0], axis_name)
+
+
+def mixed_barlow_twins_regularizer(
+  z1: jax.Array,
+  z2: jax.Array,
+  z_mix: jax.Array,
+  perm: jax.Array,
+  *,
+  mix_lambda: float | jax.Array,
+  lambda_offdiag: float = 5e-3,
+  scale: float = 5.0,
+  axis_name: str | None = None,
+) -> tuple[jax.Array, Aux]:
+  """Mixed Barlow Twins' mixed-sample regulariser (Bandara et al., 2023).
+
+  The mixed image of row i is `mix_lambda * x1[i] + (1 - mix_lambda) *
+  x2[perm[i]]`. Assuming linear interpolation in input space gives linear
+  interpolation of the standardised features, its cross-correlations with
+  each view must equal the interpolated ones (paper Sec. 3, Eq. 4-6):
+
+    C(a, b) = a_n^T b_n / N     (columns standardised over the global batch)
+    L = scale * lambda_offdiag * (
+          ||C(zm, z1) - [lam C(z1, z1) + (1 - lam) C(z2[perm], z1)]||_F^2
+        + ||C(zm, z2) - [lam C(z1, z2) + (1 - lam) C(z2[perm], z2)]||_F^2)
+
+  Added to `barlow_twins(z1, z2)` it gives the Mixed Barlow Twins objective.
+  Gradients flow through the targets too, as in the authors' code
+  (github.com/wgcban/mix-bt, main.py). Assumption: the variance is the
+  biased one (as in idlearn's `barlow_twins`), plus 1e-6 for stability.
+
+  Args:
+    z1, z2: [b, d] projector outputs of the two views.
+    z_mix: [b, d] projector output of the mixed images.
+    perm: [b] int, global row index (into the concatenated batch) of the
+      second view each mixed image was mixed with.
+    mix_lambda: scalar mixing weight (Beta(1, 1) in the paper).
+    lambda_offdiag: Barlow Twins' off-diagonal weight (the paper scales the
+      regulariser by it).
+    scale: the regulariser's own weight (`mixup_loss_scale`).
+    axis_name: mapped axis of the batch (inside shard_map), or None.
+  Returns:
+    (loss, aux) with aux["reg_view1"], aux["reg_view2"] the two unscaled
+    squared Frobenius norms.
+  """
+  _check_2d("z1", z1)
+  b = z1.shape[0]
+  _check_2d("z2", z2, b)
+  _check_2d("z_mix", z_mix, b)
+  if z2.shape != z1.shape or z_mix.shape != z1.shape:
+    raise ValueError(
+      f"z1, z2, z_mix must share a shape, got {z1.shape}, {z2.shape}, "
+      f"{z_mix.shape}"
+    )
+  _check_1d("perm", perm, b)
+  lam = jnp.asarray(mix_lambda, jnp.float32)
+  z1n, z2n = _standardize(z1, axis_name), _standardize(z2, axis_name)
+  zmn = _standardize(z_mix, axis_name)
+  # The mixing partners live anywhere in the global batch: gather, then pick.
+  z2p = jnp.take(gather(z2n, axis_name), perm, axis=0)  # [b, d]
+  errs = []
+  for view in (z1n, z2n):
+    target = lam * _corr(z1n, view, axis_name)
+    target += (1.0 - lam) * _corr(z2p, view, axis_name)
+    diff = _corr(zmn, view, axis_name) - target  # [d, d]
+    errs.append(jnp.sum(diff * diff))
+  loss = scale * lambda_offdiag * (errs[0] + errs[1])
+  return loss, {"reg_view1": errs[0], "reg_view2": errs[1]}
+
+
+def decoupled_mixup(
+  logits: jax.Array,
+  ids_a: jax.Array,
+  ids_b: jax.Array,
+  mix_lambda: jax.Array,
+  *,
+  eta: float = 0.1,
+  axis_name: str | None = None,
+) -> tuple[jax.Array, Aux]:
+  """Decoupled Mixup (DM) cross-entropy (Liu et al., NeurIPS 2023).
+
+  For a sample mixed from classes a and b with weight lam (paper Sec. 4,
+  "decoupled regularizer"):
+
+    L = -lam log p_a - (1 - lam) log p_b                 (mixup CE)
+        - eta [log softmax_{c != b}(z)_a + log softmax_{c != a}(z)_b]
+
+  where `softmax_{c != b}` is the softmax over every class but b: each mixed
+  class must be recognised against all others *except its partner*, which
+  is what lets label-mismatched ("hard") mixed samples train features. When
+  a == b the sample is unmixed and only the CE term remains (as the
+  reference implementation, openmixup `soft_mix_cross_entropy`, does).
+
+  Args:
+    logits: [b, c] classifier logits of the mixed samples.
+    ids_a, ids_b: [b] int classes of the two mixed components.
+    mix_lambda: [b] weight of component a.
+    eta: weight of the decoupled regulariser (assumed 0.1, the paper's
+      setting for supervised classification).
+    axis_name: mapped axis of the batch, or None.
+  Returns:
+    (loss, aux) with aux["mixup_ce"], aux["decoupled"] (unweighted) and
+    aux["top1"] (argmax equals the dominant component's class).
+  """
+  _check_2d("logits", logits)
+  b, c = logits.shape
+  _check_1d("ids_a", ids_a, b)
+  _check_1d("ids_b", ids_b, b)
+  _check_1d("mix_lambda", mix_lambda, b)
+  logits = logits.astype(jnp.float32)
+  lam = mix_lambda.astype(jnp.float32)
+  hot_a = jax.nn.one_hot(ids_a, c, dtype=bool)  # [b, c]
+  hot_b = jax.nn.one_hot(ids_b, c, dtype=bool)
+  logp = jax.nn.log_softmax(logits)
+  logp_a = jnp.sum(jnp.where(hot_a, logp, 0.0), axis=1)
+  logp_b = jnp.sum(jnp.where(hot_b, logp, 0.0), axis=1)
+  mixup_ce = -(lam * logp_a + (1.0 - lam) * logp_b)
+  # Drop the partner class from the denominator by masking its logit.
+  z_a = jnp.sum(jnp.where(hot_a, logits, 0.0), axis=1)
+  z_b = jnp.sum(jnp.where(hot_b, logits, 0.0), axis=1)
+  lse_no_b = jax.nn.logsumexp(jnp.where(hot_b, -jnp.inf, logits), axis=1)
+  lse_no_a = jax.nn.logsumexp(jnp.where(hot_a, -jnp.inf, logits), axis=1)
+  decoupled = (lse_no_b - z_a) + (lse_no_a - z_b)
+  decoupled = jnp.where(ids_a != ids_b, decoupled, 0.0)
+  dominant = jnp.where(lam >= 0.5, ids_a, ids_b)
+  top1 = (jnp.argmax(logits, axis=1) == dominant).mean()
+  ce, dec = mixup_ce.mean(), decoupled.mean()
+  loss = global_mean(ce + eta * dec, axis_name)
+  ce, dec, top1 = global_mean((ce, dec, top1), axis_name)
+  return loss, {"mixup_ce": ce, "decoupled": dec, "top1": top1}
+
+
+def _log1p_weighted_sum_exp(x: jax.Array, w: jax.Array) -> jax.Array:
+  """log(1 + sum_j w_j exp(x_j)) along the last axis, w >= 0 (constants)."""
+  x = jnp.where(w > 0, x + jnp.log(jnp.maximum(w, 1e-30)), -jnp.inf)
+  zeros = jnp.zeros(x.shape[:-1] + (1,), x.dtype)
+  return jax.nn.logsumexp(jnp.concatenate([zeros, x], axis=-1), axis=-1)
+
+
+def _weighted_metric_loss(
+  sim: jax.Array,
+  w_pos: jax.Array,
+  w_neg: jax.Array,
+  *,
+  kind: str,
+  margin: float,
+  alpha: float,
+  beta: float,
+) -> jax.Array:
+  """Per-anchor metric loss with soft positive / negative targets: [b]."""
+  if kind == "multi_similarity":
+    pos = _log1p_weighted_sum_exp(-alpha * (sim - margin), w_pos) / alpha
+    neg = _log1p_weighted_sum_exp(beta * (sim - margin), w_neg) / beta
+    return pos + neg
+  # Contrastive (Hadsell et al.) in Metrix's form, Eq. 11 and 14.
+  n_pos = jnp.maximum(jnp.sum(w_pos > 0, axis=1), 1)
+  n_neg = jnp.maximum(jnp.sum(w_neg > 0, axis=1), 1)
+  pos = -jnp.sum(w_pos * sim, axis=1) / n_pos
+  neg = jnp.sum(w_neg * jax.nn.relu(sim - margin), axis=1) / n_neg
+  return pos + neg
+
+
+def metrix(
+  emb: jax.Array,
+  ids: jax.Array,
+  mixed_emb: jax.Array,
+  mixed_ids_a: jax.Array,
+  mixed_ids_b: jax.Array,
+  mix_lambda: jax.Array,
+  *,
+  loss: str = "multi_similarity",
+  mix_weight: float = 1.0,
+  margin: float = 0.5,
+  alpha: float = 2.0,
+  beta: float = 50.0,
+  axis_name: str | None = None,
+) -> tuple[jax.Array, Aux]:
+  """Metrix: metric loss with mixed examples and mixed targets.
+
+  Venkataramanan et al., "It Takes Two to Tango: Mixup for Deep Metric
+  Learning", ICLR 2022, Sec. 3. Clean embeddings are anchors; every mixed
+  example u = lam * x_a + (1 - lam) * x_b (mixed at the input, a feature
+  map or the embedding) is a soft positive of anchor i with weight
+  w+ = lam [y_i = y_a] + (1 - lam) [y_i = y_b] and a soft negative with
+  w- = 1 - w+ (the interpolated target). With cosine similarity s:
+
+    multi-similarity (Eq. 13, alpha, beta, margin m):
+      l(i) = 1/alpha log(1 + sum_u w+ e^{-alpha (s_iu - m)})
+           + 1/beta  log(1 + sum_u w- e^{ beta (s_iu - m)})
+    contrastive (Eq. 14):
+      l(i) = -sum_u w+ s_iu / |U+(i)| + sum_u w- [s_iu - m]_+ / |U-(i)|
+
+  The returned loss is clean + mix_weight * mixed (Eq. 10), each averaged
+  over the anchors; the clean loss is the same formula over the other
+  clean embeddings with 0/1 targets (= pytorch-metric-learning's
+  `MultiSimilarityLoss` without a miner).
+
+  Args:
+    emb: [b, d] clean embeddings (anchors), ids: [b] their labels.
+    mixed_emb: [m, d] embeddings of the mixed examples.
+    mixed_ids_a, mixed_ids_b: [m] labels of their two components.
+    mix_lambda: [m] weight of component a.
+    loss: "multi_similarity" or "contrastive".
+    mix_weight: weight w of the mixed loss.
+    margin, alpha, beta: the metric loss' hyper-parameters.
+    axis_name: mapped axis (keys are gathered across devices), or None.
+  Returns:
+    (loss, aux) with aux["clean"], aux["mixed"].
+  """
+  if loss not in ("multi_similarity", "contrastive"):
+    raise ValueError(
+      f"loss must be 'multi_similarity' or 'contrastive', got {loss!r}"
+    )
+  _check_2d("emb", emb)
+  b, d = emb.shape
+  _check_1d("ids", ids, b)
+  _check_2d("mixed_emb", mixed_emb)
+  m = mixed_emb.shape[0]
+  if mixed_emb.shape[1] != d:
+    raise ValueError(f"mixed_emb must be [m, {d}], got {mixed_emb.shape}")
+  _check_1d("mixed_ids_a", mixed_ids_a, m)
+  _check_1d("mixed_ids_b", mixed_ids_b, m)
+  _check_1d("mix_lambda", mix_lambda, m)
+  kw = dict(kind=loss, margin=margin, alpha=alpha, beta=beta)
+  q = l2_normalize(emb)
+  keys = gather(q, axis_name)  # [n*b, d]
+  key_ids = gather(ids, axis_name)
+  is_self = jax.nn.one_hot(
+    row_offset(b, axis_name) + jnp.arange(b), keys.shape[0], dtype=bool
+  )
+  same = ids[:, None] == key_ids[None, :]  # [b, n*b]
+  w_pos = (same & ~is_self).astype(jnp.float32)
+  w_neg = (~same).astype(jnp.float32)
+  clean = _weighted_metric_loss(q @ keys.T, w_pos, w_neg, **kw).mean()
+
+  mk = gather(l2_normalize(mixed_emb), axis_name)  # [n*m, d]
+  lam = gather(mix_lambda.astype(jnp.float32), axis_name)
+  ida, idb = gather(mixed_ids_a, axis_name), gather(mixed_ids_b, axis_name)
+  w_pos = lam * (ids[:, None] == ida) + (1.0 - lam) * (ids[:, None] == idb)
+  mixed = _weighted_metric_loss(q @ mk.T, w_pos, 1.0 - w_pos, **kw).mean()
+  clean, mixed = global_mean((clean, mixed), axis_name)
+  return clean + mix_weight * mixed, {"clean": clean, "mixed": mixed}
