@@ -20,9 +20,9 @@ def make_data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
   """
   devices = jax.devices() if devices is None else list(devices)
   return Mesh(
-      np.asarray(devices),
-      (DATA_AXIS,),
-      axis_types=(jax.sharding.AxisType.Auto,),
+    np.asarray(devices),
+    (DATA_AXIS,),
+    axis_types=(jax.sharding.AxisType.Auto,),
   )
 
 
@@ -47,8 +47,8 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
   def put(path, x):
     if x.shape[0] % n:
       raise ValueError(
-          f"batch field {jax.tree_util.keystr(path)} has leading dimension "
-          f"{x.shape[0]}, not divisible by the {n} devices of the data mesh"
+        f"batch field {jax.tree_util.keystr(path)} has leading dimension "
+        f"{x.shape[0]}, not divisible by the {n} devices of the data mesh"
       )
     return jax.device_put(x, batch_sharding(mesh))
 
@@ -73,5 +73,23 @@ def shard_loss(loss_fn: Callable[..., Any], mesh: Mesh, **kwargs) -> Callable:
   """
   per_device = functools.partial(loss_fn, axis_name=DATA_AXIS, **kwargs)
   return jax.shard_map(
-      per_device, mesh=mesh, in_specs=P(DATA_AXIS), out_specs=P()
+    per_device, mesh=mesh, in_specs=P(DATA_AXIS), out_specs=P()
   )
+
+
+def put_local_batch(tree: Any, mesh: Mesh) -> Any:
+  """This process's batch slice -> global arrays split over the data axis.
+
+  Single process: the same as `shard_batch`. Several processes: each passes
+  its own rows (the loader reads only its shard) and the global batch is
+  their concatenation in process order.
+  """
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(
+    lambda x: jax.make_array_from_process_local_data(sharding, x), tree
+  )
+
+
+def to_host(tree: Any) -> Any:
+  """Replicated device arrays -> NumPy, also when not fully addressable."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)

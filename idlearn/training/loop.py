@@ -1,0 +1,313 @@
+"""The one train loop: build from config, resume, step, log, eval, save.
+
+Every method runs through `train`; they differ only in config (model head,
+views, objective, optimizer). Inputs arrive per process and become global
+arrays on a 1-D data mesh; the state is replicated and donated to a jitted
+step; the loss, data-iterator position and RNG are all part of the
+checkpoint, so a resumed run repeats the uninterrupted one exactly.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from idlearn.training import checkpoint, fields, objectives, optim, sharding
+from idlearn.training import eval as eval_lib
+from idlearn.training import model as model_lib
+from idlearn.training import state as state_lib
+from idlearn.training import step as step_lib
+from idlearn.training import writer as writer_lib
+
+FIELDS = {
+  "seed": 0,
+  "total_steps": fields.REQUIRED,
+  "log_steps": 10,
+  "ckpt_steps": 100,
+  "keep_ckpts": 2,
+  "best_metric": "",  # e.g. "eval/pku_reid/rank1": its best is kept too
+  "best_mode": "max",
+  "eval_at_start": False,  # evaluate the untrained model first
+  "async_ckpt": True,
+  "input": None,
+  "views": None,
+  "model": None,
+  "loss": None,
+  "optim": None,
+  "evals": None,
+}
+INPUT_FIELDS = {
+  "name": fields.REQUIRED,  # an idlearn.data set name
+  "split": "train",
+  "image_size": (256, 128),  # (h, w) the loader resizes to
+  "global_batch_size": 64,
+  "sampler": "random",  # random | pk | frame_pairs
+  "k": 4,  # images per identity (pk)
+  "num_workers": 0,
+  "data_dir": "",
+  "manual_dir": "",
+}
+
+
+@dataclasses.dataclass
+class Parts:
+  """What `train` builds from a config (tests may pass their own)."""
+
+  model: Any
+  loader: Any  # iter() -> iterator with next / get_state / set_state
+  views_fn: step_lib.ViewsFn
+  evaluators: list = dataclasses.field(default_factory=list)
+  class_ids: np.ndarray | None = None
+  batch_size: int = 0
+
+
+def make_loader(config: Mapping[str, Any], seed: int) -> Any:
+  """config.input -> idlearn.data train loader reading this process's shard."""
+  from idlearn import data
+
+  cfg = fields.resolve(config, INPUT_FIELDS, "config.input")
+  return data.make_train_loader(
+    name=cfg["name"],
+    split=cfg["split"],
+    image_size=tuple(cfg["image_size"]),
+    global_batch_size=cfg["global_batch_size"],
+    sampler=cfg["sampler"],
+    k=cfg["k"],
+    seed=seed,
+    num_workers=cfg["num_workers"],
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    data_dir=cfg["data_dir"] or None,
+    manual_dir=cfg["manual_dir"] or None,
+  )
+
+
+def make_views_fn(config: Mapping[str, Any]) -> step_lib.ViewsFn:
+  """config.views ({name: spec}, in name order) -> (rng, images) -> views.
+
+  Frame-pair batches ([b, 2, h, w, 3]) give view i from frame i.
+  """
+  from idlearn import augment
+
+  specs = [dict(v) for _, v in sorted(dict(config or {}).items())]
+  if not specs:
+    raise ValueError("config.views is empty: give at least one view spec")
+
+  def views_fn(rng, images):
+    if images.ndim == 5:
+      return tuple(
+        augment.make_views(jax.random.fold_in(rng, i), images[:, i], [s])[0]
+        for i, s in enumerate(specs)
+      )
+    return tuple(augment.make_views(rng, images, specs))
+
+  return views_fn
+
+
+def build(config: Any, **given: Any) -> Parts:
+  """The model, loader, views and evaluators of `config`; `given` overrides."""
+  cfg = fields.resolve(config, FIELDS, "config")
+  inp = fields.resolve(cfg["input"], INPUT_FIELDS, "config.input")
+  model = given.get("model") or model_lib.make_model(cfg["model"])
+  loader = given.get("loader") or make_loader(inp, cfg["seed"])
+  views_fn = given.get("views_fn") or make_views_fn(cfg["views"])
+  evaluators = given.get("evaluators")
+  if evaluators is None:
+    evaluators = eval_lib.make_evaluators(cfg["evals"], model)
+  class_ids = given.get("class_ids")
+  if class_ids is None:
+    class_ids = getattr(loader, "class_ids", None)
+  return Parts(
+    model, loader, views_fn, evaluators, class_ids, inp["global_batch_size"]
+  )
+
+
+def _init_state(cfg, parts, tx, mesh, sample):
+  """Initialises the state on device, replicated (or only its shapes)."""
+  ema = optim.ema_decay_fn(cfg["optim"], cfg["total_steps"]) is not None
+  rng = jax.random.PRNGKey(cfg["seed"])
+  views = parts.views_fn(rng, sample)
+
+  def init(rng):
+    init_rng, run_rng = jax.random.split(rng)
+    variables = parts.model.init(init_rng, views[0], train=False)
+    return state_lib.create(variables, tx, run_rng, ema=ema)
+
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+
+
+def _abstract(tree, mesh):
+  rep = sharding.replicated(mesh)
+  return jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), tree
+  )
+
+
+def _check_finite(step: int, metrics: Mapping[str, float], ckpt) -> None:
+  if not math.isfinite(metrics["loss"]):
+    raise FloatingPointError(
+      f"non-finite loss {metrics['loss']} at step {step}; stopping. The "
+      f"last good checkpoint (step {ckpt.latest_step()}) in "
+      f"{ckpt.directory} is kept."
+    )
+
+
+def _evaluate(evaluators, state, step, writer) -> dict[str, float]:
+  out = {}
+  for ev in evaluators:
+    out.update(ev.run(state))
+  if out:
+    writer.write(step, out)
+    logging.info(
+      "eval at step %d: %s",
+      step,
+      " ".join(f"{k}={v:.4f}" for k, v in out.items()),
+    )
+  return out
+
+
+def _due(step: int, every: int, total: int) -> bool:
+  return step == total or (every > 0 and step % every == 0)
+
+
+def train(
+  config: Any, workdir: str, *, mesh: Any = None, **given: Any
+) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  Args:
+    config: the experiment ConfigDict (fields in `FIELDS` and the groups'
+      own FIELDS).
+    workdir: checkpoints, metrics.jsonl, tensorboard/ and config.json go here.
+    mesh: the data mesh (default: all devices of all processes).
+    **given: parts to use instead of building them from the config: model,
+      loader, views_fn, evaluators, class_ids (see `Parts`).
+  Returns:
+    The last train metrics, evaluation results ("eval/...") and, with
+    eval_at_start, the untrained model's ("untrained/eval/...").
+  Raises:
+    FloatingPointError: a non-finite loss (the last good checkpoint stays).
+    ValueError: bad config fields, or a workdir holding an incompatible
+      checkpoint (left untouched).
+  """
+  cfg = fields.resolve(config, FIELDS, "config")
+  mesh = mesh or sharding.make_data_mesh()
+  parts = build(config, **given)
+  total = cfg["total_steps"]
+  tx, schedule = optim.make_optimizer(cfg["optim"], total)
+  objective = objectives.make_objective(
+    cfg["loss"], mesh, class_ids=parts.class_ids
+  )
+  it = iter(parts.loader)
+  first = next(it)  # the shapes to initialise with; replayed below
+  state = _init_state(cfg, parts, tx, mesh, first["image"][:1])
+  ckpt = checkpoint.Checkpointer(
+    workdir,
+    save_steps=cfg["ckpt_steps"],
+    keep=cfg["keep_ckpts"],
+    best_metric=cfg["best_metric"],
+    best_mode=cfg["best_mode"],
+    async_save=cfg["async_ckpt"],
+  )
+  start = ckpt.latest_step()
+  if start is not None:
+    state, data_state = ckpt.restore(start, _abstract(state, mesh))
+    it = _resume_iterator(parts.loader, data_state, start)
+    first = None
+    logging.info("resumed from %s at step %d", ckpt.directory, start)
+  start = int(sharding.to_host(state.step))
+  _save_config(config, workdir)
+  step_fn = jax.jit(
+    functools.partial(
+      step_lib.train_step,
+      model=parts.model,
+      tx=tx,
+      objective=objective,
+      views_fn=parts.views_fn,
+      schedule=schedule,
+      ema_decay=optim.ema_decay_fn(cfg["optim"], total),
+    ),
+    out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
+    donate_argnums=(0,),
+  )
+  try:
+    return _run(
+      cfg, parts, state, it, first, start, step_fn, ckpt, mesh, workdir
+    )
+  finally:
+    ckpt.close()
+
+
+def _resume_iterator(loader, data_state, step) -> Iterator:
+  it = iter(loader)
+  if data_state is None:
+    logging.warning(
+      "checkpoint %d has no input state for this process layout; the "
+      "input restarts from its seed (not an exact resume)",
+      step,
+    )
+  else:
+    it.set_state(data_state)
+  return it
+
+
+def _run(cfg, parts, state, it, first, start, step_fn, ckpt, mesh, workdir):
+  total, out = cfg["total_steps"], {}
+  writer = writer_lib.MetricWriter(workdir)
+  if cfg["eval_at_start"] and start == 0 and parts.evaluators:
+    res = _evaluate(parts.evaluators, state, 0, writer)
+    out.update({f"untrained/{k}": v for k, v in res.items()})
+  progress = writer_lib.Progress(start, total, parts.batch_size)
+  ckpt.watch_sigterm()
+  pending = None  # (step, device metrics) checked one step late: async
+  for step in range(start + 1, total + 1):
+    batch, first = (first, None) if first is not None else (next(it), None)
+    data_state = it.get_state()
+    batch = sharding.put_local_batch(batch, mesh)
+    with jax.transfer_guard("disallow"):
+      state, metrics = step_fn(state, batch)
+    if pending is not None:
+      _check_finite(pending[0], sharding.to_host(pending[1]), ckpt)
+    pending = (step, metrics)
+    evals = [e for e in parts.evaluators if _due(step, e.log_steps, total)]
+    preempted = ckpt.preempted(step)
+    save = (
+      ckpt.manager.should_save(step)
+      or step == total
+      or preempted
+      or (evals and cfg["best_metric"])
+    )
+    if save or _due(step, cfg["log_steps"], total):
+      m = sharding.to_host(metrics)
+      _check_finite(step, m, ckpt)
+      pending = None
+      writer.write(step, {f"train/{k}": v for k, v in m.items()})
+      progress.update(step, m)
+      out.update({f"train/{k}": float(v) for k, v in m.items()})
+    res = _evaluate(evals, state, step, writer) if evals else {}
+    out.update(res)
+    if save:
+      ckpt.save(step, state, data_state, metrics=res, force=True)
+    if preempted:
+      logging.warning("preempted: saved step %d, exiting", step)
+      out["preempted_at"] = step
+      break
+  progress.close()
+  writer.close()
+  return out
+
+
+def _save_config(config, workdir):
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(cfg, f, indent=2, default=str)

@@ -1,0 +1,109 @@
+"""Metrics to TensorBoard and metrics.jsonl, and a progress display.
+
+Only process 0 writes or prints; the other processes get no-op objects.
+"""
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from absl import logging
+
+
+class MetricWriter:
+  """Appends scalars to `<workdir>/metrics.jsonl` and TensorBoard events.
+
+  Each JSON line is {"step": s, name: value, ...}; a resumed run appends, so
+  a step that was logged before a crash may appear twice (the later line
+  wins).
+  """
+
+  def __init__(self, workdir: str):
+    self._on = jax.process_index() == 0
+    self._tb = None
+    if not self._on:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    try:
+      from tensorboardX import SummaryWriter
+
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    except ImportError:  # TensorBoard files are optional, the JSON is not
+      logging.warning("tensorboardX missing: no TensorBoard event files")
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self._on:
+      return
+    scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for name, value in scalars.items():
+        self._tb.add_scalar(name, value, step)
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._on:
+      self._jsonl.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+class Progress:
+  """A tqdm bar on a terminal, plain log lines otherwise; images/s and ETA.
+
+  Args:
+    start: first step of this run (after a resume: the restored step).
+    total: last step.
+    batch_size: global images per step.
+  """
+
+  def __init__(self, start: int, total: int, batch_size: int):
+    self._on = jax.process_index() == 0
+    self._start, self._total, self._bs = start, total, batch_size
+    self._t0 = time.perf_counter()
+    self._bar = None
+    if self._on and sys.stderr.isatty():
+      from tqdm import tqdm
+
+      self._bar = tqdm(
+        total=total, initial=start, unit="step", dynamic_ncols=True
+      )
+
+  def update(self, step: int, scalars: Mapping[str, float]) -> None:
+    """Shows progress at `step` (called every log interval)."""
+    if not self._on:
+      return
+    elapsed = time.perf_counter() - self._t0
+    done = step - self._start
+    ips = done * self._bs / max(elapsed, 1e-9)
+    eta = elapsed / max(done, 1) * (self._total - step)
+    shown = {k: f"{float(v):.4g}" for k, v in scalars.items() if k != "lr"}
+    if self._bar is not None:
+      self._bar.n = step
+      self._bar.set_postfix(img_s=f"{ips:.1f}", **shown, refresh=False)
+      self._bar.refresh()
+      return
+    items = " ".join(f"{k}={v}" for k, v in shown.items())
+    logging.info(
+      "step %d/%d %s | %.1f img/s | ETA %s",
+      step,
+      self._total,
+      items,
+      ips,
+      _hms(eta),
+    )
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+
+
+def _hms(seconds: float) -> str:
+  s = int(seconds)
+  return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
