@@ -1,0 +1,227 @@
+"""grain training loaders: random, P x K and consecutive-frame-pair batches.
+
+The loader is a pure function of (seed, step): global position `i` of the
+stream lies in epoch `i // epoch_len`, whose order is drawn from
+`np.random.default_rng([seed, epoch])`. Global batch `s` is positions
+`s * B .. s * B + B - 1`; process `p` of `c` reads rows `p * b .. p * b + b`
+of it (b = B // c), so the processes together see exactly the one-process
+batch and each reads only its shard. Resuming is `it.set_state(state)`.
+"""
+
+from __future__ import annotations
+
+import grain
+import numpy as np
+from absl import flags
+
+from idlearn.data import datasets, sources
+
+_STREAM_LEN = 2**62  # "forever": grain wants a length; epochs repeat.
+
+
+class _RandomPlan:
+  """Each epoch is a permutation of all records."""
+
+  def __init__(self, n: int, seed: int):
+    self.epoch_len, self.seed = n, seed
+
+  def epoch(self, e: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, e]).permutation(self.epoch_len)
+
+
+class _PKPlan:
+  """Each epoch: every identity once (shuffled) with k of its images.
+
+  An identity with fewer than k images repeats some; identities left over
+  after the last full batch of P wait for the next epoch.
+  """
+
+  def __init__(self, ids: np.ndarray, k: int, p: int, seed: int):
+    valid = ids >= 0  # junk (-1) has no identity to group by
+    self.groups = [np.flatnonzero(ids == i) for i in np.unique(ids[valid])]
+    if len(self.groups) < p:
+      raise ValueError(
+        f"sampler='pk' needs P = global_batch_size // k = {p} identities "
+        f"per batch but the split has {len(self.groups)}"
+      )
+    self.k, self.p, self.seed = k, p, seed
+    self.epoch_len = (len(self.groups) // p) * p * k
+
+  def epoch(self, e: int) -> np.ndarray:
+    rng = np.random.default_rng([self.seed, e])
+    order = rng.permutation(len(self.groups))[: self.epoch_len // self.k]
+    rows = [
+      rng.choice(g, self.k, replace=len(g) < self.k)
+      for g in (self.groups[i] for i in order)
+    ]
+    return np.concatenate(rows)
+
+
+class _PairPlan:
+  """Each epoch is a permutation of all consecutive-frame pairs."""
+
+  def __init__(self, pairs: np.ndarray, seed: int):
+    self.pairs, self.seed, self.epoch_len = pairs, seed, len(pairs)
+
+  def epoch(self, e: int) -> np.ndarray:
+    perm = np.random.default_rng([self.seed, e]).permutation(self.epoch_len)
+    return self.pairs[perm]
+
+
+class _Stream:
+  """Local position j -> record index (or index pair) of this process."""
+
+  def __init__(
+    self, plan, local_batch: int, process_index: int, process_count: int
+  ):
+    self.plan, self.b = plan, local_batch
+    self.p, self.c = process_index, process_count
+    self._cached = (None, None)
+
+  def __len__(self) -> int:
+    return _STREAM_LEN
+
+  def __getitem__(self, j: int):
+    step, r = divmod(int(j), self.b)
+    pos = (step * self.c + self.p) * self.b + r
+    e, o = divmod(pos, self.plan.epoch_len)
+    if self._cached[0] != e:
+      self._cached = (e, self.plan.epoch(e))
+    return self._cached[1][o]
+
+
+class _Load:
+  """Record index (or pair of indices) -> example dict of NumPy arrays."""
+
+  def __init__(self, source, meta: dict, size: tuple[int, int]):
+    self.source, self.meta, self.size = source, meta, tuple(size)
+
+  def _one(self, i: int) -> np.ndarray:
+    return sources.decode(self.source[int(i)]["image"], self.size)
+
+  def __call__(self, index) -> dict:
+    if np.ndim(index) == 1:  # frame pair of one tracklet
+      i = int(index[0])
+      return {
+        "image": np.stack([self._one(index[0]), self._one(index[1])]),
+        "tracklet": self.meta["tracklet"][i],
+        "cam": self.meta["cam"][i],
+        "id": self.meta["id"][i],
+        "index": np.asarray(index, np.int32),
+      }
+    i = int(index)
+    return {
+      "image": self._one(i),
+      "id": self.meta["id"][i],
+      "label": self.meta["label"][i],
+      "cam": self.meta["cam"][i],
+      "index": np.int32(i),
+    }
+
+
+def frame_pairs(meta: dict, gap: int = 1) -> np.ndarray:
+  """int [m, 2] record pairs (t, t + gap) of consecutive frames in a tracklet.
+
+  Args:
+    meta: `split_meta` of a video split (tracklet, frame int [n]).
+    gap: distance in the frame order of the tracklet.
+  """
+  order = np.lexsort((meta["frame"], meta["tracklet"]))  # [n] by (t, frame)
+  tr = meta["tracklet"][order]
+  same = tr[:-gap] == tr[gap:]
+  return np.stack([order[:-gap][same], order[gap:][same]], 1).astype(np.int64)
+
+
+def make_train_loader(
+  *,
+  name: str,
+  split: str,
+  image_size: tuple[int, int],
+  global_batch_size: int,
+  sampler: str = "random",
+  k: int = 4,
+  seed: int = 0,
+  num_workers: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  num_threads: int = 8,
+  frame_gap: int = 1,
+) -> grain.IterDataset:
+  """Endless, deterministic, resumable training batches of one split.
+
+  Args:
+    name, split: dataset (see `datasets.BUILDERS`) and split.
+    image_size: (h, w) every image is resized to (bilinear, on the host).
+    global_batch_size: batch over all processes; this process yields
+      b = global_batch_size // process_count rows.
+    sampler: "random" (shuffled records), "pk" (P = b // k identities x k
+      images, rows of one identity consecutive) or "frame_pairs" (video
+      sets: two consecutive frames of one tracklet per row).
+    k: images per identity for "pk".
+    seed: the order of every epoch follows from (seed, epoch).
+    num_workers: grain worker processes (0: threads in this process).
+    process_index, process_count: this host's shard (jax.process_index(),
+      jax.process_count()).
+    data_dir, manual_dir: see `datasets.prepare`.
+    num_threads: decoding threads per process.
+    frame_gap: frame distance of "frame_pairs".
+
+  Returns:
+    A grain IterDataset; `it = iter(loader)` gives dicts of NumPy arrays:
+    "random"/"pk": image uint8 [b, h, w, 3], id, label (contiguous class
+    index, -1 for junk), cam, index: int32 [b]; "frame_pairs": image uint8
+    [b, 2, h, w, 3], tracklet, cam, id int32 [b], index int32 [b, 2].
+    `it.get_state()` / `it.set_state(state)` save and restore the position.
+  """
+  if global_batch_size % process_count:
+    raise ValueError(
+      f"global_batch_size={global_batch_size} is not divisible by "
+      f"process_count={process_count}"
+    )
+  if not 0 <= process_index < process_count:
+    raise ValueError(
+      f"process_index={process_index} not in [0, {process_count})"
+    )
+  b = global_batch_size // process_count
+  builder = datasets.prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+  source = sources.data_source(builder, split)
+  meta = sources.split_meta(builder, split)
+  plan = _make_plan(sampler, meta, b, global_batch_size, k, seed, frame_gap)
+  stream = _Stream(plan, b, process_index, process_count)
+  ds = grain.MapDataset.source(stream).map(_Load(source, meta, image_size))
+  ds = ds.to_iter_dataset(
+    grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * b)
+  ).batch(b)
+  if num_workers > 0:
+    # grain's worker processes read absl flags; outside absl.app.run (tests,
+    # notebooks) they are unparsed and the workers fail.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return ds
+
+
+def _make_plan(sampler, meta, b, global_batch_size, k, seed, frame_gap):
+  if sampler == "random":
+    return _RandomPlan(len(meta["id"]), seed)
+  if sampler == "pk":
+    if k < 1 or b % k:
+      raise ValueError(
+        f"sampler='pk': local batch {b} must be a multiple of k={k}"
+      )
+    return _PKPlan(meta["id"], k, global_batch_size // k, seed)
+  if sampler == "frame_pairs":
+    if "tracklet" not in meta:
+      raise ValueError(
+        "sampler='frame_pairs' needs a video dataset "
+        "(records with a 'tracklet' feature)"
+      )
+    pairs = frame_pairs(meta, frame_gap)
+    if not len(pairs):
+      raise ValueError(f"no frame pairs at frame_gap={frame_gap}")
+    return _PairPlan(pairs, seed)
+  raise ValueError(
+    f"sampler={sampler!r}: expected 'random', 'pk' or 'frame_pairs'"
+  )
