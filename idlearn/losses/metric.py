@@ -105,13 +105,13 @@ def _check_triplet_inputs(emb, ids, mining, margin, axis_name):
     _, counts = np.unique(np.asarray(ids), return_counts=True)
     if counts.max() < 2:
       raise ValueError(
-        f"ids {ids.shape} hold no positive pair (every id appears once): "
-        "the triplet loss needs >= 2 samples of some identity"
+        f"ids of shape {ids.shape} hold no positive pair (every id "
+        "appears once): the triplet loss needs >= 2 samples of some identity"
       )
     if counts.size < 2:
       raise ValueError(
-        f"ids {ids.shape} hold a single identity: the triplet loss needs "
-        "negatives"
+        f"ids of shape {ids.shape} hold a single identity: the triplet "
+        "loss needs negatives"
       )
 
 
