@@ -1,0 +1,1 @@
+"""Evaluators: re-ID retrieval, face verification, kNN, linear probe."""
