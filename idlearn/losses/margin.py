@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from idlearn.losses._common import (
   Aux,
@@ -40,7 +41,7 @@ def _check(emb, class_weights, ids):
       f"got ids {ids.shape}"
     )
   if is_concrete(ids) and ids.size:
-    lo, hi = int(jnp.min(ids)), int(jnp.max(ids))
+    lo, hi = int(np.min(ids)), int(np.max(ids))
     if lo < 0 or hi >= class_weights.shape[0]:
       raise ValueError(
         f"ids must lie in [0, {class_weights.shape[0]}) for class_weights "
