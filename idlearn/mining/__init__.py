@@ -1,0 +1,1 @@
+"""Positive mining and pseudo labels: ISR frame matching, DomainMix clusters."""
