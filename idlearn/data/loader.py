@@ -190,10 +190,16 @@ def make_train_loader(
   meta = sources.split_meta(builder, split)
   plan = _make_plan(sampler, meta, b, global_batch_size, k, seed, frame_gap)
   stream = _Stream(plan, b, process_index, process_count)
-  ds = grain.MapDataset.source(stream).map(_Load(source, meta, image_size))
-  ds = ds.to_iter_dataset(
-    grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * b)
-  ).batch(b)
+  # Batch before reading: an element is a whole batch, so threads and worker
+  # processes split the stream by batches and keep its order.
+  ds = (
+    grain.MapDataset.source(stream)
+    .map(_Load(source, meta, image_size))
+    .batch(b)
+    .to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)
+    )
+  )
   if num_workers > 0:
     # grain's worker processes read absl flags; outside absl.app.run (tests,
     # notebooks) they are unparsed and the workers fail.

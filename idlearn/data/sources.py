@@ -25,8 +25,6 @@ def decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
   """
   h, w = size
   with Image.open(io.BytesIO(data)) as img:
-    if img.format == "JPEG":
-      img.draft("RGB", (w, h))  # decode at reduced scale when much larger
     img = img.convert("RGB")
     if img.size != (w, h):
       img = img.resize((w, h), Image.BILINEAR)
