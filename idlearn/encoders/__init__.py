@@ -15,7 +15,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from idlearn.encoders import resnet
+from idlearn.encoders import osnet, resnet, vit
 from idlearn.encoders.conv import GeM, conv2d
 
 __all__ = ["GeM", "conv2d", "feature_dim", "get_encoder", "names"]
@@ -24,6 +24,10 @@ __all__ = ["GeM", "conv2d", "feature_dim", "get_encoder", "names"]
 _REGISTRY: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}
 for _name, _kw in resnet.VARIANTS.items():
   _REGISTRY[_name] = (resnet.ResNet, _kw)
+for _name, _kw in osnet.VARIANTS.items():
+  _REGISTRY[_name] = (osnet.OSNet, _kw)
+for _name, _kw in vit.VARIANTS.items():
+  _REGISTRY[_name] = (vit.ViT, _kw)
 
 
 def names() -> list[str]:

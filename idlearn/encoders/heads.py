@@ -1,0 +1,151 @@
+"""Heads that sit on an encoder's embedding; separate modules, never inside it.
+
+All take emb [b, d] and `train` (for their batch norms) and return [b, out].
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from idlearn.encoders.conv import batch_norm
+
+Dtype = Any
+
+
+def _l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+  # Clip the squared norm before rsqrt: finite gradients at x = 0.
+  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq, 1e-24))
+
+
+class ProjectionMLP(nn.Module):
+  """SimCLR / BYOL / SimSiam projector: (Dense -> BN -> ReLU) x (n-1) -> Dense.
+
+  Attributes:
+    hidden_dim: width of the hidden layers.
+    out_dim: output width.
+    num_layers: Dense layers in total (SimCLR 2, SimSiam 3).
+    last_bn: BatchNorm without affine params on the output (SimSiam, Barlow
+      Twins-style projectors use one).
+    dtype: compute dtype; params stay float32.
+  """
+
+  hidden_dim: int = 2048
+  out_dim: int = 128
+  num_layers: int = 2
+  last_bn: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, emb: jax.Array, *, train: bool = False) -> jax.Array:
+    """[b, d] -> float32 [b, out_dim]."""
+    if self.num_layers < 1:
+      raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+    x = emb.astype(self.dtype)
+    for i in range(self.num_layers - 1):
+      x = nn.Dense(
+        self.hidden_dim, use_bias=False, dtype=self.dtype, name=f"dense{i}"
+      )(x)
+      x = nn.relu(batch_norm(train, self.dtype, name=f"bn{i}")(x))
+    last = self.num_layers - 1
+    x = nn.Dense(
+      self.out_dim,
+      use_bias=not self.last_bn,
+      dtype=self.dtype,
+      name=f"dense{last}",
+    )(x)
+    if self.last_bn:
+      x = batch_norm(
+        train, self.dtype, name=f"bn{last}", use_scale=False, use_bias=False
+      )(x)
+    return x.astype(jnp.float32)
+
+
+class Predictor(nn.Module):
+  """BYOL / SimSiam predictor: Dense -> BN -> ReLU -> Dense.
+
+  Attributes:
+    hidden_dim: bottleneck width (SimSiam 512, BYOL 4096).
+    out_dim: output width (= the projector's out_dim).
+  """
+
+  hidden_dim: int = 512
+  out_dim: int = 2048
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
+    """[b, d] -> float32 [b, out_dim]."""
+    x = nn.Dense(
+      self.hidden_dim, use_bias=False, dtype=self.dtype, name="dense0"
+    )(z.astype(self.dtype))
+    x = nn.relu(batch_norm(train, self.dtype, name="bn0")(x))
+    x = nn.Dense(self.out_dim, dtype=self.dtype, name="dense1")(x)
+    return x.astype(jnp.float32)
+
+
+class BNNeck(nn.Module):
+  """BNNeck (Luo et al., 2019): BatchNorm1d with its shift frozen at zero.
+
+  The metric loss (triplet) uses the encoder's emb; the identity loss and
+  retrieval use BNNeck(emb), which sits on a hypersphere-friendly scale.
+  No bias: the bias would shift every feature alike and is fixed at 0 in
+  the paper.
+  """
+
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, emb: jax.Array, *, train: bool = False) -> jax.Array:
+    """[b, d] -> float32 [b, d]."""
+    bn = batch_norm(train, self.dtype, name="bn", use_bias=False)
+    return bn(emb.astype(self.dtype)).astype(jnp.float32)
+
+
+class DINOHead(nn.Module):
+  """DINO head (Caron et al., 2021): MLP -> L2 norm -> weight-normed linear.
+
+  Attributes:
+    out_dim: prototypes K (e.g. 65536).
+    hidden_dim: MLP width.
+    bottleneck_dim: MLP output width before the prototypes.
+    num_layers: MLP Dense layers (GELU between).
+    use_bn: BatchNorm after each hidden Dense.
+    norm_last_layer: fix the weight-norm gain g at 1 (DINO's default);
+      otherwise learn g per prototype ("last_layer_g").
+  """
+
+  out_dim: int = 65536
+  hidden_dim: int = 2048
+  bottleneck_dim: int = 256
+  num_layers: int = 3
+  use_bn: bool = False
+  norm_last_layer: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, emb: jax.Array, *, train: bool = False) -> jax.Array:
+    """[b, d] -> float32 logits [b, out_dim]."""
+    init = nn.initializers.truncated_normal(0.02)
+    x = emb.astype(self.dtype)
+    for i in range(self.num_layers - 1):
+      x = nn.Dense(
+        self.hidden_dim, kernel_init=init, dtype=self.dtype, name=f"mlp{i}"
+      )(x)
+      if self.use_bn:
+        x = batch_norm(train, self.dtype, name=f"bn{i}")(x)
+      x = nn.gelu(x, approximate=False)
+    x = nn.Dense(
+      self.bottleneck_dim,
+      kernel_init=init,
+      dtype=self.dtype,
+      name=f"mlp{self.num_layers - 1}",
+    )(x)
+    x = _l2_normalize(x.astype(jnp.float32))
+    v = self.param("last_layer_v", init, (self.bottleneck_dim, self.out_dim))
+    w = _l2_normalize(v, axis=0)  # each prototype (column) has unit norm
+    if not self.norm_last_layer:
+      w = w * self.param("last_layer_g", nn.initializers.ones, (self.out_dim,))
+    return x @ w
