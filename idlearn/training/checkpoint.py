@@ -64,10 +64,19 @@ class DataRestore(ocp.args.CheckpointArgs):
   pass
 
 
+def _key(entry: Any) -> str:
+  for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
 def _shapes(tree: PyTree) -> dict[str, tuple]:
+  """{"a/b/0": shape} of every leaf; dataclass fields and dict keys alike."""
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
   return {
-    jax.tree_util.keystr(p): tuple(getattr(x, "shape", ())) for p, x in flat
+    "/".join(_key(k) for k in p): tuple(getattr(x, "shape", ()))
+    for p, x in flat
   }
 
 
@@ -114,7 +123,14 @@ class Checkpointer:
         "data": DataStateHandler(),
       },
       options=ocp.CheckpointManagerOptions(
-        save_interval_steps=save_steps,
+        # Every N steps (plus forced saves); no extra save at the first
+        # step of a run, which the default policy adds.
+        save_decision_policy=cm.AnySavePolicy(
+          [
+            cm.FixedIntervalPolicy(save_steps),
+            cm.PreemptionCheckpointingPolicy(),
+          ]
+        ),
         preservation_policy=cm.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save,
         create=True,

@@ -130,14 +130,16 @@ def build(config: Any, **given: Any) -> Parts:
 
 
 def _init_state(cfg, parts, tx, mesh, sample):
-  """Initialises the state on device, replicated (or only its shapes)."""
+  """Initialises the state on device, replicated, in one compiled call."""
   ema = optim.ema_decay_fn(cfg["optim"], cfg["total_steps"]) is not None
   rng = jax.random.PRNGKey(cfg["seed"])
-  views = parts.views_fn(rng, sample)
+  # Shapes only: running the augmentations eagerly would compile every op.
+  view = jax.eval_shape(parts.views_fn, rng, sample)[0]
 
   def init(rng):
     init_rng, run_rng = jax.random.split(rng)
-    variables = parts.model.init(init_rng, views[0], train=False)
+    x = jax.numpy.zeros(view.shape, view.dtype)
+    variables = parts.model.init(init_rng, x, train=False)
     return state_lib.create(variables, tx, run_rng, ema=ema)
 
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)

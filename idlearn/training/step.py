@@ -104,7 +104,7 @@ def train_step(
   ema = state.ema_params
   if ema_decay is not None and ema is not None:
     ema = optim.ema_update(ema, params, ema_decay(state.step))
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
   if schedule is not None:
     metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
   new_state = state.replace(

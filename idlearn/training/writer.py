@@ -30,9 +30,7 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
     try:
-      from tensorboardX import SummaryWriter
-
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = _summary_writer()(os.path.join(workdir, "tensorboard"))
     except ImportError:  # TensorBoard files are optional, the JSON is not
       logging.warning("tensorboardX missing: no TensorBoard event files")
 
@@ -52,6 +50,25 @@ class MetricWriter:
       self._jsonl.close()
       if self._tb is not None:
         self._tb.close()
+
+
+def _summary_writer():
+  """tensorboardX.SummaryWriter, imported without dragging in PyTorch.
+
+  tensorboardX imports torch when it is installed (3 s and ~300 MB here)
+  only to recognise torch tensors; we log floats, so hide torch while it
+  loads, unless the user already imported it.
+  """
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter
+  sys.modules["torch"] = None  # makes `import torch` raise ImportError
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
 
 
 class Progress:
