@@ -8,7 +8,12 @@ iterator's `get_state`/`set_state`; `load_split`, `reid_eval_sets` and
 
 from idlearn.data.datasets import BUILDERS, build_log, prepare
 from idlearn.data.loader import make_train_loader
-from idlearn.data.sources import load_split, reid_eval_sets, split_meta
+from idlearn.data.sources import (
+  load_split,
+  reid_eval_sets,
+  split_meta,
+  verification_pairs,
+)
 
 __all__ = [
   "BUILDERS",
@@ -18,4 +23,5 @@ __all__ = [
   "prepare",
   "reid_eval_sets",
   "split_meta",
+  "verification_pairs",
 ]

@@ -10,6 +10,7 @@ import os
 import re
 
 from idlearn.data import _records
+from idlearn.evaluators import pairs as verification
 
 _ATT_IMAGE = re.compile(r"^(\d+)\.pgm$")
 ATT_TRAIN_SUBJECTS = range(1, 29)  # s1..s28 pretrain; s29..s40 held out.
@@ -63,9 +64,9 @@ def _folder_items(root: str, names: list[str]) -> list:
 class Lfw(_records.IdentityBuilder, skip_registration=True):
   """Labeled Faces in the Wild (Huang et al. 2007) with its pairs.txt.
 
-  Split: all (every image; `id` = index of the person's sorted name). The
-  10-fold pairs of pairs.txt go into `info.metadata["pairs"]` as
-  [path1, path2, same, fold] relative to the image folder.
+  Split: train (every image; `id` = index of the person's sorted name). The
+  10-fold pairs of pairs.txt go into `info.metadata["pairs"]` (path1, path2
+  relative to the image folder, same, fold lists).
   """
 
   name = "lfw"
@@ -91,41 +92,11 @@ class Lfw(_records.IdentityBuilder, skip_registration=True):
       raise ValueError(
         f"no LFW image folder in {root!r}. " + self.manual_instructions()
       )
-    with open(os.path.join(root, "pairs.txt")) as f:
-      self.info.metadata["pairs"] = parse_lfw_pairs(f.read())
-    return {"all": _folder_items(images, _identity_folders(images))}
-
-
-def parse_lfw_pairs(text: str) -> list[list]:
-  """pairs.txt -> [[rel_path1, rel_path2, same, fold], ...].
-
-  The header gives folds and n; each fold has n same-person lines
-  `name i j` then n different-person lines `name1 i name2 j`.
-  """
-  lines = [ln.split() for ln in text.splitlines() if ln.strip()]
-  if not lines or len(lines[0]) != 2:
-    raise ValueError("pairs.txt: expected a '<folds> <n>' header line")
-  folds, n = int(lines[0][0]), int(lines[0][1])
-  rows = lines[1:]
-  if len(rows) != folds * 2 * n:
-    raise ValueError(
-      f"pairs.txt: header says {folds} folds x {2 * n} pairs, found "
-      f"{len(rows)} lines"
-    )
-
-  def rel(name: str, i: str) -> str:
-    return os.path.join(name, f"{name}_{int(i):04d}.jpg")
-
-  out = []
-  for r, f in enumerate(rows):
-    fold = r // (2 * n)
-    if len(f) == 3:
-      out.append([rel(f[0], f[1]), rel(f[0], f[2]), True, fold])
-    elif len(f) == 4:
-      out.append([rel(f[0], f[1]), rel(f[2], f[3]), False, fold])
-    else:
-      raise ValueError(f"pairs.txt line {r + 2}: cannot parse {f}")
-  return out
+    pairs = verification.parse_lfw_pairs(os.path.join(root, "pairs.txt"))
+    self.info.metadata["pairs"] = {
+      k: pairs[k].tolist() for k in ("path1", "path2", "same", "fold")
+    }
+    return {"train": _folder_items(images, _identity_folders(images))}
 
 
 class ImageFolder(_records.IdentityBuilder, skip_registration=True):

@@ -156,3 +156,55 @@ def reid_eval_sets(
   query = _select(query, query["id"] != -1)
   gallery = _select(gallery, gallery["id"] != -1)
   return query, gallery
+
+
+def verification_pairs(
+  name: str,
+  *,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  folds: int = 10,
+  pairs_per_fold: int = 60,
+  seed: int = 0,
+) -> dict[str, np.ndarray]:
+  """Face verification pairs over the records of `load_split(name, split)`.
+
+  att_faces: the held-out subjects s29..s40 (split "test"), a seeded
+  balanced list from `idlearn.evaluators.pairs.make_pairs`. lfw: the pairs
+  of pairs.txt (split "train"; folds, pairs_per_fold and seed are unused).
+
+  Returns:
+    dict: "split" (str, the split the indices refer to), "index1",
+    "index2" int [m] record indices, "same" bool [m], "fold" int [m].
+  """
+  from idlearn.evaluators import pairs as pairs_lib
+
+  builder = datasets.prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+  if name == "att_faces":
+    meta = split_meta(builder, "test")
+    out = pairs_lib.make_pairs(
+      meta["id"], folds=folds, pairs_per_fold=pairs_per_fold, seed=seed
+    )
+    return {"split": "test", **out}
+  if name == "lfw":
+    listed = builder.info.metadata["pairs"]
+    paths = split_meta(builder, "train")["path"]
+    # Record paths are relative to the layout root: "lfw/<name>/<file>".
+    where = {p.split(os.sep, 1)[1]: i for i, p in enumerate(paths)}
+    wanted = listed["path1"] + listed["path2"]
+    missing = sorted({p for p in wanted if p not in where})
+    if missing:
+      raise ValueError(
+        f"lfw: {len(missing)} images of pairs.txt are not in the built "
+        f"dataset (skipped as corrupt or absent), e.g. {missing[:3]}"
+      )
+    return {
+      "split": "train",
+      "index1": np.asarray([where[p] for p in listed["path1"]]),
+      "index2": np.asarray([where[p] for p in listed["path2"]]),
+      "same": np.asarray(listed["same"], bool),
+      "fold": np.asarray(listed["fold"], np.int64),
+    }
+  raise ValueError(
+    f"name={name!r}: verification pairs exist for 'att_faces' and 'lfw'"
+  )
