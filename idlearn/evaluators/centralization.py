@@ -1,0 +1,75 @@
+"""Neighbour feature centralization (NFC, "From Poses to Identity", Yuan et
+al., CVPR 2025).
+
+Features of one identity scatter around an identity centre; adding each
+feature's *mutual* nearest neighbours (likely the same identity) moves it
+towards that centre without training. With f the L2-normalised features,
+N_k(i) the k nearest other entries of i (by cosine similarity, equivalently
+Euclidean distance on unit vectors):
+
+  M(i)  = {j in N_k1(i) : i in N_k2(j)}
+  f'_i  = normalize(f_i + sum_{j in M(i)} f_j)
+
+The paper's defaults are k1 = k2 = 2. Apply it to the query and gallery
+features (each set on its own, or the two pooled) before computing
+distances or re-ranking.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_CHUNK_ELEMENTS = 1 << 23  # similarities per chunk (float32: 32 MiB)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def nearest(feats: np.ndarray, k: int) -> np.ndarray:
+  """The k most cosine-similar other rows of each row, closest first.
+
+  Args:
+    feats: [n, d] L2-normalised features; k < n.
+  Returns: [n, k] int indices (ties: lower index first).
+  """
+  n = len(feats)
+  out = np.empty((n, k), np.int64)
+  step = max(1, _CHUNK_ELEMENTS // n)
+  for i in range(0, n, step):
+    sim = feats[i : i + step] @ feats.T  # [b, n]
+    b = len(sim)
+    sim[np.arange(b), i + np.arange(b)] = -np.inf  # never one's own neighbour
+    top = np.sort(np.argpartition(-sim, k - 1, axis=1)[:, :k], axis=1)
+    order = np.argsort(-np.take_along_axis(sim, top, 1), 1, kind="stable")
+    out[i : i + b] = np.take_along_axis(top, order, 1)
+  return out
+
+
+def centralize(feats: Any, *, k1: int = 2, k2: int = 2) -> np.ndarray:
+  """Neighbour feature centralization of one feature set.
+
+  Args:
+    feats: [n, d] finite features (any norm), n >= 2.
+    k1: neighbours of i considered as its potential positives.
+    k2: j keeps i only if i is among j's k2 nearest (mutuality).
+
+  Returns: [n, d] float32 L2-normalised centralized features.
+  """
+  f = np.asarray(feats)
+  if f.ndim != 2 or f.shape[0] < 2:
+    raise ValueError(f"feats must be [n >= 2, d], got shape {f.shape}")
+  if not np.isfinite(f).all():
+    raise ValueError("feats contains NaN or infinite values")
+  if min(k1, k2) < 1:
+    raise ValueError(f"k1 and k2 must be >= 1, got {k1}, {k2}")
+  f = _unit(f.astype(np.float32))
+  k1, k2 = min(k1, len(f) - 1), min(k2, len(f) - 1)
+  nbr = nearest(f, max(k1, k2))
+  cand = nbr[:, :k1]  # [n, k1]
+  back = nbr[cand, :k2]  # [n, k1, k2]: each candidate's own neighbours
+  mutual = (back == np.arange(len(f))[:, None, None]).any(axis=2)
+  out = f + np.einsum("nk,nkd->nd", mutual.astype(np.float32), f[cand])
+  return _unit(out)
