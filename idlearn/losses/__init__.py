@@ -23,3 +23,46 @@ __all__ = [
 ]
 
 # Seed-method objectives (added by their module owners below).
+from idlearn.losses.distillation import (  # noqa: E402
+  cion,
+  cion_num_instances,
+  dino,
+  update_center,
+)
+from idlearn.losses.domain import (  # noqa: E402
+  camera_diversity,
+  domain_balance,
+  domain_classification,
+)
+from idlearn.losses.mixing import (  # noqa: E402
+  decoupled_mixup,
+  metrix,
+  mixed_barlow_twins_regularizer,
+)
+from idlearn.losses.mutual_info import (  # noqa: E402
+  club_init,
+  club_log_likelihood,
+  club_q,
+  club_upper_bound,
+)
+from idlearn.losses.reliability import reliability_contrastive  # noqa: E402
+from idlearn.losses.secla import secla  # noqa: E402
+
+__all__ += [
+  "camera_diversity",
+  "cion",
+  "cion_num_instances",
+  "club_init",
+  "club_log_likelihood",
+  "club_q",
+  "club_upper_bound",
+  "decoupled_mixup",
+  "dino",
+  "domain_balance",
+  "domain_classification",
+  "metrix",
+  "mixed_barlow_twins_regularizer",
+  "reliability_contrastive",
+  "secla",
+  "update_center",
+]
