@@ -1,1 +1,11 @@
-"""Evaluators: re-ID retrieval, face verification, kNN, linear probe."""
+"""Evaluators: NumPy/JAX arrays in, Python floats and NumPy arrays out.
+
+Modules (imported on use; only `linear_probe` needs JAX):
+  reid            CMC / mAP / mINP, Market-1501 and CUHK03 protocols
+  reranking       k-reciprocal re-ranking, Jaccard distance for clustering
+  centralization  neighbour feature centralization (Pose2ID)
+  verification    LFW 10-fold accuracy, ROC AUC, TAR@FAR
+  pairs           LFW pairs.txt parser, balanced seeded pairs generator
+  knn             weighted kNN accuracy (InstDisc / solo-learn)
+  linear_probe    optax L-BFGS softmax probe on frozen features
+"""
