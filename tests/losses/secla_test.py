@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from idlearn.losses import secla
+from idlearn.losses.secla import secla
 from idlearn.training import sharding
 
 RTOL = 1e-5
@@ -59,7 +59,7 @@ def test_matches_loop_reference():
   faces, fmask, names, nmask = _inputs()
   want = _np_secla(faces, fmask, names, nmask)
   f32 = lambda x: jnp.asarray(x, jnp.float32)
-  got, aux = jax.jit(secla.secla)(f32(faces), fmask, f32(names), nmask)
+  got, aux = jax.jit(secla)(f32(faces), fmask, f32(names), nmask)
   np.testing.assert_allclose(got, want, rtol=RTOL)
   assert 0.0 <= float(aux["face_top1"]) <= 1.0
 
@@ -69,18 +69,18 @@ def test_both_directions_contribute():
   f, n = _unit(faces), _unit(names)
   # Hand check of the symmetry: swapping the roles of faces and names
   # leaves the loss unchanged.
-  a, _ = secla.secla(jnp.asarray(f), fmask, jnp.asarray(n), nmask)
-  b, _ = secla.secla(jnp.asarray(n), nmask, jnp.asarray(f), fmask)
+  a, _ = secla(jnp.asarray(f), fmask, jnp.asarray(n), nmask)
+  b, _ = secla(jnp.asarray(n), nmask, jnp.asarray(f), fmask)
   np.testing.assert_allclose(a, b, rtol=RTOL)
 
 
 def test_aligned_pairs_score_lower_than_shuffled_captions():
   faces, fmask, names, nmask = _inputs(d=16, seed=2)
-  good, aux = secla.secla(
+  good, aux = secla(
     jnp.asarray(faces), fmask, jnp.asarray(names), nmask, temperature=0.1
   )
   perm = np.roll(np.arange(8), 1)
-  bad, _ = secla.secla(
+  bad, _ = secla(
     jnp.asarray(faces),
     fmask,
     jnp.asarray(names[perm]),
@@ -99,20 +99,20 @@ def test_sharded_equals_global():
     jnp.asarray(names, jnp.float32),
     jnp.asarray(nmask),
   ]
-  f = sharding.shard_loss(secla.secla, sharding.make_data_mesh())
-  chex.assert_trees_all_close(jax.jit(f)(*args), secla.secla(*args), rtol=RTOL)
+  f = sharding.shard_loss(secla, sharding.make_data_mesh())
+  chex.assert_trees_all_close(jax.jit(f)(*args), secla(*args), rtol=RTOL)
   grad = lambda fn: jax.grad(lambda a, c: fn(a, args[1], c, args[3])[0], (0, 1))
   g_got = jax.jit(grad(f))(args[0], args[2])
-  g_want = grad(secla.secla)(args[0], args[2])
+  g_want = grad(secla)(args[0], args[2])
   chex.assert_trees_all_close(g_got, g_want, rtol=RTOL, atol=1e-7)
 
 
 def test_finite_at_zero_and_bad_shapes():
   z = jnp.zeros((4, 2, 3))
   mask = jnp.ones((4, 2), bool)
-  loss, g = jax.value_and_grad(lambda a: secla.secla(a, mask, a, mask)[0])(z)
+  loss, g = jax.value_and_grad(lambda a: secla(a, mask, a, mask)[0])(z)
   assert np.isfinite(float(loss)) and np.isfinite(np.asarray(g)).all()
   with pytest.raises(ValueError, match="name_mask"):
-    secla.secla(z, mask, z, jnp.ones((4, 3), bool))
+    secla(z, mask, z, jnp.ones((4, 3), bool))
   with pytest.raises(ValueError, match="faces and names"):
-    secla.secla(z, mask, jnp.zeros((4, 2, 5)), mask)
+    secla(z, mask, jnp.zeros((4, 2, 5)), mask)
