@@ -32,8 +32,9 @@ def test_linear_probe_matches_sklearn_optimum():
 
 
 def test_linear_probe_selects_on_held_out_split():
-  x, y = _classes(4, 300, c=4, d=6, noise=1.2)
-  x, y, xt, yt = x[:200], y[:200], x[200:], y[200:]
+  # Same shapes as above: one compilation of the jitted fit.
+  x, y = _classes(4, 440, c=5, d=8, noise=1.2)
+  x, y, xt, yt = x[:240], y[:240], x[240:], y[240:]
   got = linear_probe.evaluate(x, y, xt, yt, weight_decays=(1e-4, 10.0))
   # A weight decay of 10 shrinks the probe to near chance on held-out data.
   assert got["weight_decay"] == 1e-4
