@@ -115,7 +115,7 @@ def info_nce(
 
   With s the cosine similarity, t the temperature and N the global batch:
     l_i = -s(z1_i, z2_i)/t
-          + log sum_{k != i} exp(s(z1_i, z1_k)/t) + sum_k exp(s(z1_i, z2_k)/t)
+          + log [sum_{k != i} exp(s(z1_i, z1_k)/t) + sum_k exp(s(z1_i, z2_k)/t)]
   i.e. the denominator holds every other sample of both views (2N-1 terms,
   the positive included). The loss is the mean over the 2N anchors of both
   directions (z1 -> z2 and z2 -> z1), i.e. the mean of the two directions.
