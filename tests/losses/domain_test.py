@@ -64,19 +64,20 @@ def test_camera_diversity_sharded_equals_global():
   args = [jnp.asarray(emb, jnp.float32), jnp.asarray(ids), jnp.asarray(cams)]
   mesh = sharding.make_data_mesh()
   f = sharding.shard_loss(domain.camera_diversity, mesh)
-  chex.assert_trees_all_close(
-    jax.jit(f)(*args), domain.camera_diversity(*args), rtol=RTOL
-  )
-  g_got = jax.jit(jax.grad(lambda e: f(e, *args[1:])[0]))(args[0])
-  g_want = jax.grad(lambda e: domain.camera_diversity(e, *args[1:])[0])(args[0])
+  vg = lambda fn: jax.jit(
+    jax.value_and_grad(lambda e: fn(e, *args[1:]), has_aux=True)
+  )(args[0])
+  got, g_got = vg(f)
+  want, g_want = vg(domain.camera_diversity)
+  chex.assert_trees_all_close(got, want, rtol=RTOL)
   chex.assert_trees_all_close(g_got, g_want, rtol=RTOL, atol=1e-7)
 
 
 def test_camera_diversity_finite_and_bad_shapes():
   ids, cams = jnp.array([0, 0, 1, 1]), jnp.array([0, 1, 0, 1])
   for emb in (jnp.zeros((4, 3)), jnp.ones((4, 3))):
-    loss, g = jax.value_and_grad(
-      lambda e: domain.camera_diversity(e, ids, cams)[0]
+    loss, g = jax.jit(
+      jax.value_and_grad(lambda e: domain.camera_diversity(e, ids, cams)[0])
     )(emb)
     assert np.isfinite(float(loss)) and np.isfinite(np.asarray(g)).all()
   with pytest.raises(ValueError, match="cams"):
@@ -118,9 +119,11 @@ def test_domain_losses_sharded_equal_global(which):
   else:
     fn, args = domain.domain_classification, (z, d)
   f = sharding.shard_loss(fn, sharding.make_data_mesh())
-  chex.assert_trees_all_close(jax.jit(f)(*args), fn(*args), rtol=RTOL)
-  g_got = jax.jit(jax.grad(lambda x: f(x, *args[1:])[0]))(z)
-  g_want = jax.grad(lambda x: fn(x, *args[1:])[0])(z)
+  vg = lambda g: jax.jit(
+    jax.value_and_grad(lambda x: g(x, *args[1:]), has_aux=True)
+  )(z)
+  (got, g_got), (want, g_want) = vg(f), vg(fn)
+  chex.assert_trees_all_close(got, want, rtol=RTOL)
   chex.assert_trees_all_close(g_got, g_want, rtol=RTOL, atol=1e-8)
 
 

@@ -15,19 +15,16 @@ RTOL = 1e-5
 
 
 def _sharded(loss_fn, args, argnums, **kw):
-  """(value, aux, grads) of loss_fn on 8 fake devices via shard_loss."""
-  mesh = sharding.make_data_mesh()
-  f = sharding.shard_loss(loss_fn, mesh, **kw)
-  val = jax.jit(f)(*args)
-  grads = jax.jit(jax.grad(lambda *a: f(*a)[0], argnums=argnums))(*args)
-  return val, grads
+  """((value, aux), grads) of loss_fn on 8 fake devices via shard_loss."""
+  f = sharding.shard_loss(loss_fn, sharding.make_data_mesh(), **kw)
+  vg = jax.value_and_grad(f, argnums=argnums, has_aux=True)
+  return jax.jit(vg)(*args)
 
 
 def _single(loss_fn, args, argnums, **kw):
   f = lambda *a: loss_fn(*a, **kw)
-  val = jax.jit(f)(*args)
-  grads = jax.jit(jax.grad(lambda *a: f(*a)[0], argnums=argnums))(*args)
-  return val, grads
+  vg = jax.value_and_grad(f, argnums=argnums, has_aux=True)
+  return jax.jit(vg)(*args)
 
 
 # --- Mixed Barlow Twins ---
@@ -98,10 +95,12 @@ def test_mixed_bt_sharded_equals_global():
 
 def test_mixed_bt_finite_at_constant_features():
   z = jnp.zeros((8, 4))
-  g = jax.grad(
-    lambda a: mixing.mixed_barlow_twins_regularizer(
-      a, a, a, jnp.arange(8), mix_lambda=0.5
-    )[0]
+  g = jax.jit(
+    jax.grad(
+      lambda a: mixing.mixed_barlow_twins_regularizer(
+        a, a, a, jnp.arange(8), mix_lambda=0.5
+      )[0]
+    )
   )(z)
   assert np.isfinite(np.asarray(g)).all()
 
@@ -188,10 +187,12 @@ def test_decoupled_mixup_sharded_equals_global():
 
 
 def test_decoupled_mixup_finite_and_bad_shapes():
-  g = jax.grad(
-    lambda z: mixing.decoupled_mixup(
-      z, jnp.zeros(4, int), jnp.ones(4, int), jnp.full((4,), 0.5)
-    )[0]
+  g = jax.jit(
+    jax.grad(
+      lambda z: mixing.decoupled_mixup(
+        z, jnp.zeros(4, int), jnp.ones(4, int), jnp.full((4,), 0.5)
+      )[0]
+    )
   )(jnp.zeros((4, 3)))
   assert np.isfinite(np.asarray(g)).all()
   with pytest.raises(ValueError, match="ids_b"):
@@ -281,8 +282,10 @@ def test_metrix_sharded_equals_global():
 def test_metrix_finite_at_zero_and_bad_input():
   z = jnp.zeros((4, 3))
   ids = jnp.array([0, 0, 1, 1])
-  g = jax.grad(
-    lambda e: mixing.metrix(e, ids, e, ids, ids[::-1], jnp.full((4,), 0.5))[0]
+  g = jax.jit(
+    jax.grad(
+      lambda e: mixing.metrix(e, ids, e, ids, ids[::-1], jnp.full((4,), 0.5))[0]
+    )
   )(z)
   assert np.isfinite(np.asarray(g)).all()
   with pytest.raises(ValueError, match="loss"):

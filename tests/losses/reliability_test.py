@@ -67,10 +67,12 @@ def test_unreliable_pair_gets_less_gradient_than_unweighted():
   valid = np.ones(16, bool)
 
   def grad_norm(sigma):
-    g = jax.grad(
-      lambda a: reliability.reliability_contrastive(
-        a, jnp.asarray(z2), valid, sigma=sigma
-      )[0]
+    g = jax.jit(
+      jax.grad(
+        lambda a: reliability.reliability_contrastive(
+          a, jnp.asarray(z2), valid, sigma=sigma
+        )[0]
+      )
     )(jnp.asarray(z1))
     return float(jnp.linalg.norm(g[0]))
 
@@ -96,20 +98,22 @@ def test_sharded_equals_global():
   args = [jnp.asarray(z1, jnp.float32), jnp.asarray(z2, jnp.float32), valid]
   mesh = sharding.make_data_mesh()
   f = sharding.shard_loss(reliability.reliability_contrastive, mesh)
-  got = jax.jit(f)(*args)
-  want = reliability.reliability_contrastive(*args)
+  vg = lambda fn: jax.jit(
+    jax.value_and_grad(lambda a, b: fn(a, b, valid), (0, 1), has_aux=True)
+  )(*args[:2])
+  got, g_got = vg(f)
+  want, g_want = vg(reliability.reliability_contrastive)
   chex.assert_trees_all_close(got, want, rtol=RTOL)
-  grad = lambda fn: jax.grad(lambda a, b: fn(a, b, valid)[0], (0, 1))
-  g_got = jax.jit(grad(f))(*args[:2])
-  g_want = grad(reliability.reliability_contrastive)(*args[:2])
   chex.assert_trees_all_close(g_got, g_want, rtol=RTOL, atol=1e-7)
 
 
 def test_finite_at_zero_embeddings_and_no_valid_pair():
   z = jnp.zeros((8, 4))
   for valid in (np.ones(8, bool), np.zeros(8, bool)):
-    loss, g = jax.value_and_grad(
-      lambda a, v=valid: reliability.reliability_contrastive(a, a, v)[0]
+    loss, g = jax.jit(
+      jax.value_and_grad(
+        lambda a, v=valid: reliability.reliability_contrastive(a, a, v)[0]
+      )
     )(z)
     assert np.isfinite(float(loss)) and np.isfinite(np.asarray(g)).all()
 

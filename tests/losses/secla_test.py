@@ -100,17 +100,20 @@ def test_sharded_equals_global():
     jnp.asarray(nmask),
   ]
   f = sharding.shard_loss(secla, sharding.make_data_mesh())
-  chex.assert_trees_all_close(jax.jit(f)(*args), secla(*args), rtol=RTOL)
-  grad = lambda fn: jax.grad(lambda a, c: fn(a, args[1], c, args[3])[0], (0, 1))
-  g_got = jax.jit(grad(f))(args[0], args[2])
-  g_want = grad(secla)(args[0], args[2])
+  vg = lambda fn: jax.jit(
+    jax.value_and_grad(
+      lambda a, c: fn(a, args[1], c, args[3]), (0, 1), has_aux=True
+    )
+  )(args[0], args[2])
+  (got, g_got), (want, g_want) = vg(f), vg(secla)
+  chex.assert_trees_all_close(got, want, rtol=RTOL)
   chex.assert_trees_all_close(g_got, g_want, rtol=RTOL, atol=1e-7)
 
 
 def test_finite_at_zero_and_bad_shapes():
   z = jnp.zeros((4, 2, 3))
   mask = jnp.ones((4, 2), bool)
-  loss, g = jax.value_and_grad(lambda a: secla(a, mask, a, mask)[0])(z)
+  loss, g = jax.jit(jax.value_and_grad(lambda a: secla(a, mask, a, mask)[0]))(z)
   assert np.isfinite(float(loss)) and np.isfinite(np.asarray(g)).all()
   with pytest.raises(ValueError, match="name_mask"):
     secla(z, mask, z, jnp.ones((4, 3), bool))
