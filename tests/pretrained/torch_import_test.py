@@ -321,3 +321,47 @@ def test_timm_vit(arch, dim, heads, patch, size, pooling):
   model = encoders.get_encoder(arch, **kw)
   got, _ = jax.jit(lambda v, x: model.apply(v, x))(variables, images)
   _assert_close(got, want)
+
+
+def test_key_errors_name_key_and_both_shapes():
+  torch.manual_seed(0)
+  sd = dict(TorchvisionResNet(_TVBasic, (2, 2, 2, 2)).state_dict())
+  sd["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)  # mis-shaped
+  del sd["layer2.0.bn1.running_var"]  # missing
+  sd["layer5.0.conv1.weight"] = torch.zeros(8, 8, 3, 3)  # unexpected
+  with pytest.raises(ValueError) as err:
+    pretrained.from_torch("resnet18", sd)
+  msg = str(err.value)
+  assert (
+    "'layer1.0.conv1.weight' has shape (64, 64, 1, 1) but resnet18 "
+    "expects (64, 64, 3, 3)"
+  ) in msg
+  assert "missing key 'layer2.0.bn1.running_var' (expected shape (128,))" in msg
+  assert "unexpected key 'layer5.0.conv1.weight' with shape (8, 8, 3, 3)" in msg
+
+
+def test_classifier_dropped_and_module_prefix_stripped():
+  torch.manual_seed(0)
+  ref = TorchvisionResNet(_TVBasic, (2, 2, 2, 2), num_classes=7)
+  sd = {"module." + k: v for k, v in ref.state_dict().items()}
+  variables = pretrained.from_torch("resnet18", sd)
+  np.testing.assert_array_equal(
+    variables["params"]["layer1_0"]["conv2"]["kernel"],
+    ref.layer1[0].conv2.weight.detach().numpy().transpose(2, 3, 1, 0),
+  )
+
+
+@pytest.mark.parametrize(
+  "old,new", [((14, 14), (16, 8)), ((14, 14), (20, 24)), ((7, 5), (3, 9))]
+)
+def test_resize_pos_embed_matches_torch_interpolate(old, new):
+  pos = torch.randn(1, 1 + old[0] * old[1], 6)
+  grid = pos[:, 1:].reshape(1, *old, 6).permute(0, 3, 1, 2)
+  grid = torch.nn.functional.interpolate(
+    grid, size=new, mode="bicubic", antialias=True, align_corners=False
+  )
+  want = torch.cat(
+    [pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, 6)], dim=1
+  ).numpy()
+  got = pretrained.resize_pos_embed(pos.numpy(), new, old_grid=old)
+  np.testing.assert_allclose(got, want, atol=1e-5)
