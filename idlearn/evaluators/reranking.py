@@ -59,9 +59,11 @@ def _encode(rank, k1, k2, weight):
     rank: [n, >= max(k1 + 1, k2)] nearest entries per row.
     weight: fn(rows, cols) -> d' for those pairs.
   """
-  n = rank.shape[0]
-  r = k_reciprocal_neighbors(rank, k1).astype(np.int32)
-  h = k_reciprocal_neighbors(rank, int(np.around(k1 / 2))).astype(np.int32)
+  n, kmax = rank.shape[0], rank.shape[1] - 1  # small sets: k = n - 1
+  half = int(np.around(k1 / 2))
+  r = k_reciprocal_neighbors(rank, min(k1, kmax)).astype(np.int32)
+  h = k_reciprocal_neighbors(rank, min(half, kmax)).astype(np.int32)
+  k2 = min(k2, kmax + 1)
   h_size = np.asarray(h.sum(axis=1)).ravel()
   overlap = (r @ h.T).multiply(r).tocoo()  # |R(i) ∩ R(j, k1/2)|, j in R(i)
   ok = overlap.data > 2.0 / 3.0 * h_size[overlap.col]
@@ -178,7 +180,7 @@ def _pooled_jaccard(pool, k1, k2, row_normalize, rows):
   def weight(r, c):
     return (pool.pairs(r, c) ** 2).astype(np.float32) / scale[r]
 
-  v = _encode(rank, min(k1, kk - 1), k2, weight)
+  v = _encode(rank, k1, k2, weight)
   v_csc = v.tocsc()
   step = max(1, _CHUNK_ELEMENTS // pool.n)
   for i in range(0, len(rows), step):

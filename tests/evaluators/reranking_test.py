@@ -54,6 +54,13 @@ def test_matches_torchreid(metric, monkeypatch):
   np.testing.assert_allclose(got, want, atol=2e-6)
 
 
+def test_smaller_than_k1_matches_torchreid():
+  q, _, g, _ = _clusters(5, nq=3, ng=9)  # 12 entries < k1 + 1 = 21
+  blocks = _euclid(q, g), _euclid(q, q), _euclid(g, g)
+  want = _torchreid_rerank()(*blocks)
+  np.testing.assert_allclose(reranking.rerank(q, g), want, atol=2e-6)
+
+
 def test_k_reciprocal_neighbors_definition():
   rng = np.random.default_rng(1)
   x = rng.standard_normal((30, 3))
