@@ -10,6 +10,7 @@ from idlearn.losses.secla import secla
 from idlearn.training import sharding
 
 RTOL = 1e-5
+_secla = jax.jit(secla)  # eager dispatch is slow on the shared CPU
 
 
 def _unit(x):
@@ -69,18 +70,18 @@ def test_both_directions_contribute():
   f, n = _unit(faces), _unit(names)
   # Hand check of the symmetry: swapping the roles of faces and names
   # leaves the loss unchanged.
-  a, _ = secla(jnp.asarray(f), fmask, jnp.asarray(n), nmask)
-  b, _ = secla(jnp.asarray(n), nmask, jnp.asarray(f), fmask)
+  a, _ = _secla(jnp.asarray(f), fmask, jnp.asarray(n), nmask)
+  b, _ = _secla(jnp.asarray(n), nmask, jnp.asarray(f), fmask)
   np.testing.assert_allclose(a, b, rtol=RTOL)
 
 
 def test_aligned_pairs_score_lower_than_shuffled_captions():
   faces, fmask, names, nmask = _inputs(d=16, seed=2)
-  good, aux = secla(
+  good, aux = _secla(
     jnp.asarray(faces), fmask, jnp.asarray(names), nmask, temperature=0.1
   )
   perm = np.roll(np.arange(8), 1)
-  bad, _ = secla(
+  bad, _ = _secla(
     jnp.asarray(faces),
     fmask,
     jnp.asarray(names[perm]),
