@@ -147,7 +147,7 @@ def update_center(
   """EMA of the teacher's mean output over the global batch and its crops.
 
   center <- momentum * center + (1 - momentum) * mean(teacher_logits)
-  (DINO Eq. 4; CION uses momentum 0.9).
+  (DINO; CION uses momentum 0.9).
 
   Args:
     center: [k] current centre.

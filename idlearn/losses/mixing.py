@@ -64,7 +64,7 @@ def mixed_barlow_twins_regularizer(
   The mixed image of row i is `mix_lambda * x1[i] + (1 - mix_lambda) *
   x2[perm[i]]`. Assuming linear interpolation in input space gives linear
   interpolation of the standardised features, its cross-correlations with
-  each view must equal the interpolated ones (paper Sec. 3, Eq. 4-6):
+  each view must equal the interpolated ones (paper Sec. 3):
 
     C(a, b) = a_n^T b_n / N     (columns standardised over the global batch)
     L = scale * lambda_offdiag * (
@@ -126,7 +126,7 @@ def decoupled_mixup(
 ) -> tuple[jax.Array, Aux]:
   """Decoupled Mixup (DM) cross-entropy (Liu et al., NeurIPS 2023).
 
-  For a sample mixed from classes a and b with weight lam (paper Sec. 4,
+  For a sample mixed from classes a and b with weight lam (the paper's
   "decoupled regularizer"):
 
     L = -lam log p_a - (1 - lam) log p_b                 (mixup CE)
@@ -142,8 +142,8 @@ def decoupled_mixup(
     logits: [b, c] classifier logits of the mixed samples.
     ids_a, ids_b: [b] int classes of the two mixed components.
     mix_lambda: [b] weight of component a.
-    eta: weight of the decoupled regulariser (assumed 0.1, the paper's
-      setting for supervised classification).
+    eta: weight of the decoupled regulariser (0.1 is an assumed default;
+      openmixup passes it per experiment as `eta_weight`).
     axis_name: mapped axis of the batch, or None.
   Returns:
     (loss, aux) with aux["mixup_ce"], aux["decoupled"] (unweighted) and
@@ -199,7 +199,7 @@ def _weighted_metric_loss(
     pos = _log1p_weighted_sum_exp(-alpha * (sim - margin), w_pos) / alpha
     neg = _log1p_weighted_sum_exp(beta * (sim - margin), w_neg) / beta
     return pos + neg
-  # Contrastive (Hadsell et al.) in Metrix's form, Eq. 11 and 14.
+  # Contrastive (Hadsell et al.) in Metrix's mixed-target form.
   n_pos = jnp.maximum(jnp.sum(w_pos > 0, axis=1), 1)
   n_neg = jnp.maximum(jnp.sum(w_neg > 0, axis=1), 1)
   pos = -jnp.sum(w_pos * sim, axis=1) / n_pos
@@ -231,13 +231,13 @@ def metrix(
   w+ = lam [y_i = y_a] + (1 - lam) [y_i = y_b] and a soft negative with
   w- = 1 - w+ (the interpolated target). With cosine similarity s:
 
-    multi-similarity (Eq. 13, alpha, beta, margin m):
+    multi-similarity (alpha, beta, margin m):
       l(i) = 1/alpha log(1 + sum_u w+ e^{-alpha (s_iu - m)})
            + 1/beta  log(1 + sum_u w- e^{ beta (s_iu - m)})
-    contrastive (Eq. 14):
+    contrastive:
       l(i) = -sum_u w+ s_iu / |U+(i)| + sum_u w- [s_iu - m]_+ / |U-(i)|
 
-  The returned loss is clean + mix_weight * mixed (Eq. 10), each averaged
+  The returned loss is clean + mix_weight * mixed, each averaged
   over the anchors; the clean loss is the same formula over the other
   clean embeddings with 0/1 targets (= pytorch-metric-learning's
   `MultiSimilarityLoss` without a miner).

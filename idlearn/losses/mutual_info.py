@@ -14,7 +14,7 @@ train state next to the encoder. One step can minimise
 with a single optimizer: the bound stops gradients into `params` and the
 likelihood stops gradients into `x` and `y`, so the encoders minimise the
 bound while q maximises its likelihood (the paper's alternating scheme,
-Alg. 1, done in one step).
+done in one step).
 """
 
 import jax
@@ -89,7 +89,7 @@ def club_upper_bound(
   *,
   axis_name: str | None = None,
 ) -> tuple[jax.Array, Aux]:
-  """CLUB estimate of I(x; y) over the global batch (paper Eq. 6).
+  """CLUB estimate of I(x; y) over the global batch (the paper's I_CLUB).
 
     I = 1/N sum_i [ log q(y_i | x_i) - 1/N sum_j log q(y_j | x_i) ]
       = 1/N sum_i sum_d [ mean_j (y_jd - mu_id)^2 - (y_id - mu_id)^2 ]
