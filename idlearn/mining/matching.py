@@ -209,3 +209,61 @@ def mutual_argmax(plan: jax.Array, *, min_mass: float = 0.5) -> jax.Array:
     jnp.take_along_axis(plan, j[:, None], axis=1)[:, 0] >= min_mass
   )
   return jnp.where(ok, j, -1).astype(jnp.int32)
+
+
+def align_by_matching(
+  emb_a: jax.Array,
+  emb_b: jax.Array,
+  *,
+  method: str = "hungarian",
+  min_similarity: float | None = None,
+  temperature: float = 0.02,
+  num_iters: int = 200,
+) -> tuple[jax.Array, jax.Array]:
+  """ISR positives for a jitted step: frame B's partner of each A instance.
+
+  Cosine similarities (no gradient) -> maximum-weight matching, exact on
+  the host (`method="hungarian"`, via `matching_callback`) or approximate
+  on device (`"sinkhorn"` + `mutual_argmax`). Call it on the global batch
+  (outside `shard_map`); then
+
+    z2 = jnp.take(emb_b, partner, axis=0)
+    loss = reliability_contrastive(emb_a, z2, valid)
+
+  Args:
+    emb_a: [m, d], emb_b: [n, d] embeddings of the two frames' instances.
+    method: "hungarian" or "sinkhorn".
+    min_similarity: matches below this cosine similarity are not valid.
+    temperature, num_iters: Sinkhorn settings.
+  Returns:
+    (partner [m] int32, the row of emb_b matched to each row of emb_a (its
+    own index, clipped to n - 1, where unmatched); valid [m] bool).
+  """
+  if method not in ("hungarian", "sinkhorn"):
+    raise ValueError(
+      f"method must be 'hungarian' or 'sinkhorn', got {method!r}"
+    )
+  if emb_a.ndim != 2 or emb_b.ndim != 2 or emb_a.shape[1] != emb_b.shape[1]:
+    raise ValueError(
+      f"emb_a and emb_b must be [m, d] and [n, d], got {emb_a.shape}, "
+      f"{emb_b.shape}"
+    )
+
+  def unit(x):
+    x = x.astype(jnp.float32)
+    sq = jnp.sum(x * x, axis=1, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(sq, 1e-12))
+
+  sim = jax.lax.stop_gradient(unit(emb_a) @ unit(emb_b).T)  # [m, n]
+  if method == "hungarian":
+    partner = matching_callback(sim)
+  else:
+    plan = sinkhorn(sim, temperature=temperature, num_iters=num_iters)
+    partner = mutual_argmax(plan)
+  valid = partner >= 0
+  m, n = sim.shape
+  safe = jnp.where(valid, partner, jnp.minimum(jnp.arange(m), n - 1))
+  if min_similarity is not None:
+    matched = jnp.take_along_axis(sim, safe[:, None], axis=1)[:, 0]
+    valid &= matched >= min_similarity
+  return safe.astype(jnp.int32), valid

@@ -96,3 +96,24 @@ def test_sinkhorn_rectangular_with_padding():
   assert float(plan.sum(0).max()) <= 1 + 1e-3
   rows, cols = matching.max_weight_matching(sim, valid_b=vb)
   np.testing.assert_array_equal(matching.mutual_argmax(plan)[rows], cols)
+
+
+@pytest.mark.parametrize("method", ["hungarian", "sinkhorn"])
+def test_align_by_matching_inside_jit(method):
+  rng = np.random.default_rng(6)
+  a = rng.normal(size=(10, 16))
+  perm = rng.permutation(10)
+  b = a[perm] + 0.1 * rng.normal(size=(10, 16))
+  b[perm == 3] = rng.normal(size=16)  # instance 3 left frame B: a stranger
+  fn = jax.jit(
+    lambda x, y: matching.align_by_matching(
+      x, y, method=method, min_similarity=0.5
+    )
+  )
+  partner, valid = fn(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+  inverse = np.argsort(perm)  # frame-B row of each frame-A instance
+  ok = np.arange(10) != 3
+  np.testing.assert_array_equal(np.asarray(partner)[ok], inverse[ok])
+  assert np.asarray(valid).tolist() == ok.tolist()
+  with pytest.raises(ValueError, match="method"):
+    matching.align_by_matching(a, b, method="auction")
