@@ -46,7 +46,8 @@ def _two_view_logits(z1, z2, temperature, axis_name):
   """Cosine logits of both views' local rows against both views' keys.
 
   Rows are [z1 local; z2 local] (2b), columns [z1 global; z2 global] (2N):
-  one [2b, 2N] matmul holds both directions and all negatives.
+  one [2b, 2N] matmul holds both directions and all negatives. Only the keys
+  are gathered, so each device holds 2b x 2N logits, not (2N)^2.
 
   Returns:
     logits [2b, 2N] float32, self_col [2b] (the row's own column) and
