@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 _CHUNK_ELEMENTS = 1 << 22  # pooled distances per chunk (float64: 32 MiB)
+_JACCARD_TERMS = 1 << 21  # min(V_il, V_jl) terms per chunk (~100 MiB)
 
 
 def k_reciprocal_neighbors(initial_rank: Any, k: int) -> sp.csr_matrix:
@@ -182,9 +183,15 @@ def _pooled_jaccard(pool, k1, k2, row_normalize, rows):
 
   v = _encode(rank, k1, k2, weight)
   v_csc = v.tocsc()
-  step = max(1, _CHUNK_ELEMENTS // pool.n)
-  for i in range(0, len(rows), step):
-    yield i, _jaccard_rows(v, v_csc, rows[i : i + step]), scale
+  # Chunks bounded in rows (dense output) and in (i, l, j) terms of d_J.
+  terms = np.cumsum((v[rows] != 0) @ np.diff(v_csc.indptr))
+  step, i = max(1, _CHUNK_ELEMENTS // pool.n), 0
+  while i < len(rows):
+    done = terms[i - 1] if i else 0
+    j = np.searchsorted(terms, done + _JACCARD_TERMS, "right")
+    j = min(max(j, i + 1), i + step)
+    yield i, _jaccard_rows(v, v_csc, rows[i:j]), scale
+    i = j
 
 
 def jaccard_distance(features: Any, *, k1: int = 20, k2: int = 6) -> np.ndarray:

@@ -45,6 +45,7 @@ def test_matches_torchreid(metric, monkeypatch):
   blocks = _euclid(q, g), _euclid(q, q), _euclid(g, g)
   want = _torchreid_rerank()(*blocks, k1=20, k2=6, lambda_value=0.3)
   monkeypatch.setattr(reranking, "_CHUNK_ELEMENTS", 700)  # 7-row chunks
+  monkeypatch.setattr(reranking, "_JACCARD_TERMS", 3000)  # and fewer
   got = reranking.rerank_distances(*blocks)
   np.testing.assert_allclose(got, want, atol=2e-6)
   got = reranking.rerank(q * 3.0 if metric == "cosine" else q, g, metric=metric)
@@ -97,7 +98,8 @@ def ref_jaccard(x, k1, k2):
   return 1 - s / (2 - s)
 
 
-def test_jaccard_distance_matches_formula():
+def test_jaccard_distance_matches_formula(monkeypatch):
+  monkeypatch.setattr(reranking, "_JACCARD_TERMS", 2000)  # several chunks
   x, _, _, _ = _clusters(2, nq=40, ng=0, nid=5, d=6)
   got = reranking.jaccard_distance(x, k1=6, k2=3)
   np.testing.assert_allclose(got, ref_jaccard(x, 6, 3), atol=1e-6)
