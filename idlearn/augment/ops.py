@@ -1,9 +1,14 @@
-"""Per-image random augmentations on float [h, w, 3] images in [0, 1].
+"""Per-image random augmentations on planar float [c, h, w] images in [0, 1].
 
 Each op takes a PRNG key and one image and is meant to be `vmap`ped over the
 batch with one key per sample, so every sample draws its own parameters.
 All shapes are static; random parameters are traced values, so one compiled
 function serves every draw.
+
+Images are channel-planar ([3, h, w], not [h, w, 3]) inside the ops: per
+channel arithmetic (luma, HSV) and row/column shifts then read contiguous
+memory, which makes them 2-3x faster on CPU. `views` transposes once in
+and once out.
 """
 
 from __future__ import annotations
@@ -13,12 +18,30 @@ import jax.numpy as jnp
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_LUMA = jnp.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL / torchvision
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL / torchvision
+
+
+def luma(img: jax.Array) -> jax.Array:
+  """[3, h, w] -> [h, w]."""
+  return _LUMA[0] * img[0] + _LUMA[1] * img[1] + _LUMA[2] * img[2]
 
 
 def grayscale(img: jax.Array) -> jax.Array:
-  """[h, w, 3] -> [h, w, 3] luma in every channel."""
-  return jnp.broadcast_to((img @ _LUMA)[..., None], img.shape)
+  """[3, h, w] -> [3, h, w] luma in every channel."""
+  return jnp.broadcast_to(luma(img)[None], img.shape)
+
+
+def _frac(x: jax.Array) -> jax.Array:
+  return x - jnp.floor(x)  # x mod 1; vectorises where fmod does not
+
+
+def _bilinear_taps(start, length, n_out: int, n_in: int):
+  """Source indices (i0, i1) and weight of i1 for n_out outputs (half-pixel
+  centres, edges clamped: a triangle filter when upsampling)."""
+  pos = start + (jnp.arange(n_out) + 0.5) * (length / n_out) - 0.5
+  pos = jnp.clip(pos, 0.0, n_in - 1.0)
+  i0 = jnp.floor(pos).astype(jnp.int32)
+  return i0, jnp.minimum(i0 + 1, n_in - 1), pos - i0
 
 
 def resized_crop(
@@ -26,27 +49,42 @@ def resized_crop(
   box: jax.Array,
   size: tuple[int, int],
 ) -> jax.Array:
-  """Bilinear (antialiased) resize of the crop `box` of img to `size`.
+  """Bilinear resize of the crop `box` of img to `size`.
+
+  When the input is no larger than the output (the loader already resized
+  to the training size), crops only ever upsample: plain bilinear from 4
+  gathered taps. Otherwise antialiased (triangle filter widened by the
+  downscale factor, as PIL) via `jax.image.scale_and_translate`.
 
   Args:
-    img: [H, W, c].
+    img: [c, H, W].
     box: [4] float (y0, x0, height, width) in input pixels.
     size: (h, w) output size.
   Returns:
-    [h, w, c].
+    [c, h, w].
   """
   h, w = size
-  scale = jnp.stack([h / box[2], w / box[3]])
-  # scale_and_translate maps input coordinate y to y * scale + translation.
-  translation = -box[:2] * scale
-  return jax.image.scale_and_translate(
-    img,
-    (h, w, img.shape[-1]),
-    (0, 1),
-    scale,
-    translation,
-    method="linear",
-    antialias=True,
+  c, hh, ww = img.shape
+  if hh > h or ww > w:
+    scale = jnp.stack([h / box[2], w / box[3]])
+    # scale_and_translate maps input coordinate y to y * scale + translation.
+    translation = -box[:2] * scale
+    return jax.image.scale_and_translate(
+      img, (c, h, w), (1, 2), scale, translation, method="linear",
+      antialias=True,
+    )  # fmt: skip
+  y0, y1, wy = _bilinear_taps(box[0], box[2], h, hh)
+  x0, x1, wx = _bilinear_taps(box[1], box[3], w, ww)
+  rows = img[:, y0] * (1 - wy)[:, None] + img[:, y1] * wy[:, None]
+  # Columns as a product with the [W, w] interpolation matrix, not a second
+  # gather: a dot's result is materialised, whereas XLA would fuse (and
+  # recompute) the gathers inside every later op (measured 4x slower).
+  cols = (
+    jax.nn.one_hot(x0, ww, axis=0) * (1 - wx)
+    + jax.nn.one_hot(x1, ww, axis=0) * wx
+  )  # [W, w]
+  return jnp.einsum(
+    "chW,Ww->chw", rows, cols, precision=jax.lax.Precision.HIGHEST
   )
 
 
@@ -61,6 +99,8 @@ def crop_box(
   Area fraction ~ U(scale), aspect ratio w/h log-uniform in `ratio`; a box
   that does not fit is shrunk to fit (instead of torchvision's 10 retries).
 
+  Args:
+    shape: (H, W) of the image.
   Returns:
     [4] float (y0, x0, height, width).
   """
@@ -78,17 +118,18 @@ def crop_box(
 
 
 def pad_crop(key: jax.Array, img: jax.Array, pad: int) -> jax.Array:
-  """Re-ID pad + random crop: zero-pad `pad` px per side, crop back [h, w]."""
-  h, w, c = img.shape
-  padded = jnp.pad(img, ((pad, pad), (pad, pad), (0, 0)))
+  """Re-ID pad + random crop: zero-pad `pad` px per side, crop [c, h, w]."""
+  c, h, w = img.shape
+  padded = jnp.pad(img, ((0, 0), (pad, pad), (pad, pad)))
   oy, ox = jax.random.randint(key, (2,), 0, 2 * pad + 1)
-  return jax.lax.dynamic_slice(padded, (oy, ox, 0), (h, w, c))
+  return jax.lax.dynamic_slice(padded, (0, oy, ox), (c, h, w))
 
 
-def _rgb_to_hsv(rgb: jax.Array) -> jax.Array:
-  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-  v = rgb.max(-1)
-  delta = v - rgb.min(-1)
+def rgb_to_hsv(rgb: jax.Array) -> jax.Array:
+  """[3, ...] RGB in [0, 1] -> [3, ...] HSV (h in turns), as colorsys."""
+  r, g, b = rgb[0], rgb[1], rgb[2]
+  v = jnp.maximum(jnp.maximum(r, g), b)
+  delta = v - jnp.minimum(jnp.minimum(r, g), b)
   s = jnp.where(v > 0, delta / jnp.where(v > 0, v, 1.0), 0.0)
   safe = jnp.where(delta > 0, delta, 1.0)
   h = jnp.where(
@@ -96,17 +137,19 @@ def _rgb_to_hsv(rgb: jax.Array) -> jax.Array:
     (g - b) / safe,
     jnp.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe),
   )
-  h = jnp.where(delta > 0, (h / 6.0) % 1.0, 0.0)
-  return jnp.stack([h, s, v], -1)
+  h = jnp.where(delta > 0, _frac(h / 6.0), 0.0)
+  return jnp.stack([h, s, v])
 
 
-def _hsv_to_rgb(hsv: jax.Array) -> jax.Array:
-  h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-  # Standard piecewise-linear form: channel n uses k = (n + 6h) mod 6.
-  n = jnp.array([5.0, 3.0, 1.0])
-  k = (n + h[..., None] * 6.0) % 6.0
-  f = jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0)
-  return v[..., None] - v[..., None] * s[..., None] * f
+def hsv_to_rgb(hsv: jax.Array) -> jax.Array:
+  """[3, ...] HSV -> [3, ...] RGB (inverse of `rgb_to_hsv`)."""
+  h, s, v = hsv[0], hsv[1], hsv[2]
+  # Piecewise-linear form: channel n uses k = (n + 6h) mod 6.
+  out = []
+  for n in (5.0, 3.0, 1.0):
+    k = 6.0 * _frac((n + 6.0 * h) / 6.0)
+    out.append(v - v * s * jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0))
+  return jnp.stack(out)
 
 
 def color_jitter(
@@ -118,10 +161,11 @@ def color_jitter(
 
   Factors ~ U(max(0, 1 - s), 1 + s) for the first three, hue shift ~
   U(-s_hue, s_hue) turns of the colour wheel. Applied in this fixed order
-  (torchvision shuffles the order), each clipped to [0, 1].
+  (torchvision shuffles the order), each clipped to [0, 1]; a zero strength
+  skips its op.
 
   Args:
-    img: [h, w, 3] in [0, 1].
+    img: [3, h, w] in [0, 1].
     strength: (brightness, contrast, saturation, hue).
   """
   bri, con, sat, hue = strength
@@ -130,15 +174,20 @@ def color_jitter(
   def factor(k, s):
     return jax.random.uniform(k, (), minval=max(0.0, 1.0 - s), maxval=1 + s)
 
-  img = jnp.clip(img * factor(kb, bri), 0.0, 1.0)
-  mean = jnp.mean(img @ _LUMA)
-  img = jnp.clip((img - mean) * factor(kc, con) + mean, 0.0, 1.0)
-  gray = grayscale(img)
-  img = jnp.clip((img - gray) * factor(ks, sat) + gray, 0.0, 1.0)
-  hsv = _rgb_to_hsv(img)
-  shift = jax.random.uniform(kh, (), minval=-hue, maxval=hue)
-  hsv = hsv.at[..., 0].set((hsv[..., 0] + shift) % 1.0)
-  return jnp.clip(_hsv_to_rgb(hsv), 0.0, 1.0)
+  if bri > 0:
+    img = jnp.clip(img * factor(kb, bri), 0.0, 1.0)
+  if con > 0:
+    mean = jnp.mean(luma(img))
+    img = jnp.clip((img - mean) * factor(kc, con) + mean, 0.0, 1.0)
+  if sat > 0:
+    gray = luma(img)[None]
+    img = jnp.clip((img - gray) * factor(ks, sat) + gray, 0.0, 1.0)
+  if hue > 0:
+    hsv = rgb_to_hsv(img)
+    shift = jax.random.uniform(kh, (), minval=-hue, maxval=hue)
+    hsv = hsv.at[0].set(_frac(hsv[0] + shift))
+    img = jnp.clip(hsv_to_rgb(hsv), 0.0, 1.0)
+  return img
 
 
 def gaussian_blur(
@@ -150,8 +199,11 @@ def gaussian_blur(
 
   The kernel spans ~10% of the shorter side (SimCLR: 23 px at 224), edges
   reflected.
+
+  Args:
+    img: [c, h, w].
   """
-  h, w, _ = img.shape
+  _, h, w = img.shape
   radius = max(1, int(0.1 * min(h, w)) // 2)
   sigma = jax.random.uniform(
     key, (), minval=sigma_range[0], maxval=sigma_range[1]
@@ -159,9 +211,10 @@ def gaussian_blur(
   x = jnp.arange(-radius, radius + 1, dtype=img.dtype)
   k = jnp.exp(-0.5 * (x / sigma) ** 2)
   k = k / k.sum()  # [2r + 1]
-  p = jnp.pad(img, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
-  p = sum(k[i] * p[i : i + h] for i in range(2 * radius + 1))  # [h, W+2r, 3]
-  return sum(k[i] * p[:, i : i + w] for i in range(2 * radius + 1))
+  p = jnp.pad(img, ((0, 0), (radius, radius), (radius, radius)), "reflect")
+  taps = range(2 * radius + 1)
+  p = sum(k[i] * p[:, i : i + h] for i in taps)  # [c, h, w + 2r]
+  return sum(k[i] * p[:, :, i : i + w] for i in taps)
 
 
 def random_erasing(
@@ -175,8 +228,11 @@ def random_erasing(
 
   Area fraction ~ U(scale), aspect h/w log-uniform in `ratio`, clipped to
   the image. Run after normalisation, value 0 is the mean colour.
+
+  Args:
+    img: [c, h, w].
   """
-  h, w, _ = img.shape
+  _, h, w = img.shape
   k1, k2, k3, k4 = jax.random.split(key, 4)
   area = jax.random.uniform(k1, (), minval=scale[0], maxval=scale[1]) * h * w
   log_r = jax.random.uniform(
@@ -189,4 +245,4 @@ def random_erasing(
   yy = jnp.arange(h)[:, None]
   xx = jnp.arange(w)[None, :]
   inside = (yy >= y0) & (yy < y0 + eh) & (xx >= x0) & (xx < x0 + ew)
-  return jnp.where(inside[..., None], value, img)
+  return jnp.where(inside[None], value, img)

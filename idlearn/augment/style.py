@@ -32,25 +32,32 @@ def standardize_styles(
   key: jax.Array,
   images: jax.Array,
   ratio_range: tuple[float, float] = (0.05, 0.2),
+  *,
+  spatial_axes: tuple[int, int] = (1, 2),
 ) -> jax.Array:
   """Gives all images the low-frequency amplitude of one random image.
 
   Args:
     key: PRNG key (draws the reference and the window ratio).
-    images: float [b, h, w, c] in [0, 1].
+    images: float [b, h, w, c] in [0, 1] (or [b, c, h, w] with
+      spatial_axes=(2, 3)); the batch axis is 0.
     ratio_range: window side as a fraction of the spectrum, ~ U(range).
+    spatial_axes: the two image axes.
   Returns:
-    float [b, h, w, c] clipped to [0, 1].
+    float, the shape of images, clipped to [0, 1].
   """
-  b, h, w, _ = images.shape
+  b = images.shape[0]
+  h, w = (images.shape[a] for a in spatial_axes)
   k_ref, k_ratio = jax.random.split(key)
   ref = jax.random.randint(k_ref, (), 0, b)
   ratio = jax.random.uniform(
     k_ratio, (), minval=ratio_range[0], maxval=ratio_range[1]
   )
-  spec = jnp.fft.fft2(images, axes=(1, 2))  # [b, h, w, c] complex
+  spec = jnp.fft.fft2(images, axes=spatial_axes)  # complex, images' shape
   amp, phase = jnp.abs(spec), jnp.angle(spec)
-  mask = low_frequency_mask((h, w), ratio)[None, :, :, None]
+  shape = [1] * images.ndim
+  shape[spatial_axes[0]], shape[spatial_axes[1]] = h, w
+  mask = low_frequency_mask((h, w), ratio).reshape(shape)
   amp = jnp.where(mask, amp[ref][None], amp)
-  out = jnp.fft.ifft2(amp * jnp.exp(1j * phase), axes=(1, 2)).real
+  out = jnp.fft.ifft2(amp * jnp.exp(1j * phase), axes=spatial_axes).real
   return jnp.clip(out, 0.0, 1.0).astype(images.dtype)

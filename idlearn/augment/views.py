@@ -71,10 +71,12 @@ def _spec(spec: Mapping, shape: tuple[int, int]) -> dict:
   return s
 
 
-def normalize(x: jax.Array) -> jax.Array:
-  """[..., 3] in [0, 1] -> ImageNet-standardised."""
-  mean = jnp.asarray(ops.IMAGENET_MEAN, x.dtype)
-  std = jnp.asarray(ops.IMAGENET_STD, x.dtype)
+def normalize(x: jax.Array, channel_axis: int = -1) -> jax.Array:
+  """Images in [0, 1] -> ImageNet-standardised (channels on channel_axis)."""
+  shape = [1] * x.ndim
+  shape[channel_axis] = 3
+  mean = jnp.asarray(ops.IMAGENET_MEAN, x.dtype).reshape(shape)
+  std = jnp.asarray(ops.IMAGENET_STD, x.dtype).reshape(shape)
   return (x - mean) / std
 
 
@@ -82,66 +84,64 @@ def _apply(u: jax.Array, p: float, fn, img: jax.Array) -> jax.Array:
   """fn(img) with probability p (u ~ U[0, 1)); static p == 0 costs nothing."""
   if p <= 0:
     return img
+  if p >= 1:
+    return fn(img)
   return jnp.where(u < p, fn(img), img)
+
+
+def _per_image(k: jax.Array, img: jax.Array, s: dict) -> jax.Array:
+  """Geometric and colour ops of one planar image: [3, H, W] -> [3, h, w]."""
+  _, hh, ww = img.shape
+  ks = jax.random.split(k, 6)
+  u = jax.random.uniform(ks[5], (4,))
+  if s["crop_scale"] is not None:
+    box = ops.crop_box(ks[0], (hh, ww), s["crop_scale"], s["crop_ratio"])
+    img = ops.resized_crop(img, box, s["size"])
+  elif s["size"] != (hh, ww):
+    img = ops.resized_crop(img, jnp.array([0.0, 0.0, hh, ww]), s["size"])
+  # Materialise the crop: otherwise XLA fuses its gathers into every later
+  # op (13 blur taps, colour passes) and recomputes them (4x slower, CPU).
+  img = jax.lax.optimization_barrier(img)
+  if s["pad"]:
+    img = ops.pad_crop(ks[1], img, int(s["pad"]))
+  img = _apply(u[0], s["flip"], lambda t: t[:, :, ::-1], img)
+  if max(s["color_jitter"]) > 0:
+    jitter = lambda t: ops.color_jitter(ks[2], t, s["color_jitter"])
+    img = _apply(u[1], s["color_p"], jitter, img)
+  img = _apply(u[2], s["grayscale"], ops.grayscale, img)
+  blur = lambda t: ops.gaussian_blur(ks[3], t, s["blur_sigma"])
+  return _apply(u[3], s["blur"], blur, img)
 
 
 def _one_view(key: jax.Array, images: jax.Array, s: dict) -> jax.Array:
   """uint8 [b, H, W, 3] -> float32 [b, h, w, 3] for one view spec."""
-  b, hh, ww, _ = images.shape
-  x = images.astype(jnp.float32) / 255.0
+  b = images.shape[0]
+  # Planar [b, 3, H, W] inside (see ops); one transpose in, one out.
+  x = images.astype(jnp.float32).transpose(0, 3, 1, 2) / 255.0
   k_img, k_bss, k_erase = jax.random.split(key, 3)
-
-  def per_image(k, img):  # [H, W, 3] -> [h, w, 3]
-    ks = jax.random.split(k, 6)
-    u = jax.random.uniform(ks[5], (4,))
-    if s["crop_scale"] is not None:
-      box = ops.crop_box(ks[0], (hh, ww), s["crop_scale"], s["crop_ratio"])
-      img = ops.resized_crop(img, box, s["size"])
-    elif s["size"] != (hh, ww):
-      img = ops.resized_crop(img, jnp.array([0.0, 0.0, hh, ww]), s["size"])
-    if s["pad"]:
-      img = ops.pad_crop(ks[1], img, int(s["pad"]))
-    img = _apply(u[0], s["flip"], lambda t: t[:, ::-1], img)
-    if max(s["color_jitter"]) > 0:
-      img = _apply(
-        u[1],
-        s["color_p"],
-        lambda t: ops.color_jitter(ks[2], t, s["color_jitter"]),
-        img,
-      )
-    img = _apply(u[2], s["grayscale"], ops.grayscale, img)
-    return _apply(
-      u[3],
-      s["blur"],
-      lambda t: ops.gaussian_blur(ks[3], t, s["blur_sigma"]),
-      img,
-    )
-
-  x = jax.vmap(per_image)(jax.random.split(k_img, b), x)
+  x = jax.vmap(lambda k, t: _per_image(k, t, s))(jax.random.split(k_img, b), x)
   if s["style_standardization"] > 0:
     k_u, k_style = jax.random.split(k_bss)
     x = _apply(
       jax.random.uniform(k_u, ()),
       s["style_standardization"],
-      lambda t: style.standardize_styles(k_style, t, s["style_ratio"]),
+      lambda t: style.standardize_styles(
+        k_style, t, s["style_ratio"], spatial_axes=(2, 3)
+      ),
       x,
     )
-  x = normalize(x)
+  x = normalize(x, channel_axis=1)
   if s["erasing"] > 0:
 
     def erase(k, img):
       k_u, k_e = jax.random.split(k)
-      return _apply(
-        jax.random.uniform(k_u, ()),
-        s["erasing"],
-        lambda t: ops.random_erasing(
-          k_e, t, s["erasing_scale"], s["erasing_ratio"]
-        ),
-        img,
+      fn = lambda t: ops.random_erasing(
+        k_e, t, s["erasing_scale"], s["erasing_ratio"]
       )
+      return _apply(jax.random.uniform(k_u, ()), s["erasing"], fn, img)
 
     x = jax.vmap(erase)(jax.random.split(k_erase, b), x)
-  return x
+  return x.transpose(0, 2, 3, 1)
 
 
 def make_views(

@@ -197,7 +197,9 @@ def make_train_loader(
     .map(_Load(source, meta, image_size))
     .batch(b)
     .to_iter_dataset(
-      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)
+      grain.ReadOptions(
+        num_threads=num_threads, prefetch_buffer_size=num_threads
+      )
     )
   )
   if num_workers > 0:
