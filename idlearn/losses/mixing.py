@@ -287,3 +287,38 @@ def metrix(
   mixed = _weighted_metric_loss(q @ mk.T, w_pos, 1.0 - w_pos, **kw).mean()
   clean, mixed = global_mean((clean, mixed), axis_name)
   return clean + mix_weight * mixed, {"clean": clean, "mixed": mixed}
+
+
+def sample_mix_partners(
+  rng: jax.Array, ids: jax.Array, *, alpha: float = 1.0
+) -> tuple[jax.Array, jax.Array]:
+  """A mixing partner of another identity and a weight for every row.
+
+  For Metrix's positive-negative mixing and Decoupled Mixup's label-
+  mismatched pairs: row i is mixed as lam_i * x_i + (1 - lam_i) *
+  x_partner[i], with partner[i] drawn uniformly among the rows of another
+  id (any other row if the batch has a single id) and lam_i ~ Beta(alpha,
+  alpha). Call it on the global batch, outside `shard_map`; the mixed
+  targets are (ids, ids[partner], lam).
+
+  Args:
+    rng: PRNG key.
+    ids: [b] int labels.
+    alpha: Beta parameter (1.0: uniform weights).
+  Returns:
+    (partner [b] int32, lam [b] float32).
+  """
+  if ids.ndim != 1:
+    raise ValueError(f"ids must be [b], got shape {ids.shape}")
+  b = ids.shape[0]
+  k_partner, k_lam = jax.random.split(rng)
+  other = ids[:, None] != ids[None, :]  # [b, b]
+  not_self = ~jnp.eye(b, dtype=bool)
+  allowed = jnp.where(jnp.any(other, axis=1, keepdims=True), other, not_self)
+  scores = jax.random.uniform(k_partner, (b, b))
+  partner = jnp.argmax(jnp.where(allowed, scores, -1.0), axis=1)
+  if isinstance(alpha, int | float) and alpha == 1.0:  # Beta(1, 1) = U(0, 1)
+    lam = jax.random.uniform(k_lam, (b,))
+  else:
+    lam = jax.random.beta(k_lam, alpha, alpha, (b,))
+  return partner.astype(jnp.int32), lam.astype(jnp.float32)

@@ -14,6 +14,8 @@ Two solvers:
   on device, differentiable), whose plan tends to the optimal permutation as
   the temperature goes to 0; `mutual_argmax` turns it into a one-to-one
   partial matching.
+`align_by_matching` wraps either for a jitted train step: embeddings of two
+frames in, row-aligned partners and a validity mask out.
 """
 
 import jax

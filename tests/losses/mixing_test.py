@@ -292,3 +292,16 @@ def test_metrix_finite_at_zero_and_bad_input():
     mixing.metrix(z, ids, z, ids, ids, jnp.ones(4), loss="triplet")
   with pytest.raises(ValueError, match="mixed_emb"):
     mixing.metrix(z, ids, jnp.zeros((4, 2)), ids, ids, jnp.ones(4))
+
+
+def test_sample_mix_partners():
+  sample = jax.jit(mixing.sample_mix_partners)
+  ids = jnp.repeat(jnp.arange(100), 4)
+  partner, lam = sample(jax.random.key(0), ids)
+  assert (np.asarray(ids[partner]) != np.asarray(ids)).all()
+  assert ((lam >= 0) & (lam <= 1)).all()
+  assert abs(float(lam.mean()) - 0.5) < 0.05  # Beta(1, 1) has mean 1/2
+  again, _ = sample(jax.random.key(0), ids)
+  np.testing.assert_array_equal(partner, again)
+  single, _ = sample(jax.random.key(2), jnp.zeros(400, int))
+  assert (np.asarray(single) != np.arange(400)).all()  # one id: any other row
