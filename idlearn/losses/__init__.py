@@ -38,6 +38,7 @@ from idlearn.losses.mixing import (  # noqa: E402
   decoupled_mixup,
   metrix,
   mixed_barlow_twins_regularizer,
+  sample_mix_partners,
 )
 from idlearn.losses.mutual_info import (  # noqa: E402
   club_init,
@@ -63,6 +64,7 @@ __all__ += [
   "metrix",
   "mixed_barlow_twins_regularizer",
   "reliability_contrastive",
+  "sample_mix_partners",
   "secla",
   "update_center",
 ]
