@@ -64,7 +64,6 @@ class Parts:
   loader: Any  # iter() -> iterator with next / get_state / set_state
   views_fn: step_lib.ViewsFn
   evaluators: list = dataclasses.field(default_factory=list)
-  class_ids: np.ndarray | None = None
   batch_size: int = 0
 
 
@@ -115,18 +114,33 @@ def build(config: Any, **given: Any) -> Parts:
   """The model, loader, views and evaluators of `config`; `given` overrides."""
   cfg = fields.resolve(config, FIELDS, "config")
   inp = fields.resolve(cfg["input"], INPUT_FIELDS, "config.input")
-  model = given.get("model") or model_lib.make_model(cfg["model"])
+  model = given.get("model")
+  if model is None:
+    model = model_lib.make_model(
+      cfg["model"], num_classes=_num_classes(cfg["model"], inp)
+    )
   loader = given.get("loader") or make_loader(inp, cfg["seed"])
   views_fn = given.get("views_fn") or make_views_fn(cfg["views"])
   evaluators = given.get("evaluators")
   if evaluators is None:
     evaluators = eval_lib.make_evaluators(cfg["evals"], model)
-  class_ids = given.get("class_ids")
-  if class_ids is None:
-    class_ids = getattr(loader, "class_ids", None)
-  return Parts(
-    model, loader, views_fn, evaluators, class_ids, inp["global_batch_size"]
+  return Parts(model, loader, views_fn, evaluators, inp["global_batch_size"])
+
+
+def _num_classes(model_cfg, inp) -> int:
+  """Identities of the training split, for a classifier head (else 0)."""
+  head = (model_cfg or {}).get("head", "none")
+  if head != "bnneck" or (model_cfg or {}).get("num_classes", 0):
+    return 0
+  from idlearn import data
+
+  builder = data.prepare(
+    inp["name"],
+    data_dir=inp["data_dir"] or None,
+    manual_dir=inp["manual_dir"] or None,
   )
+  labels = data.split_meta(builder, inp["split"])["label"]
+  return int(labels.max()) + 1
 
 
 def _init_state(cfg, parts, tx, mesh, sample):
@@ -167,11 +181,8 @@ def _evaluate(evaluators, state, step, writer) -> dict[str, float]:
     out.update(ev.run(state))
   if out:
     writer.write(step, out)
-    logging.info(
-      "eval at step %d: %s",
-      step,
-      " ".join(f"{k}={v:.4f}" for k, v in out.items()),
-    )
+    items = " ".join(f"{k}={v:.4f}" for k, v in out.items())
+    writer_lib.say(f"eval at step {step}: {items}")
   return out
 
 
@@ -190,7 +201,7 @@ def train(
     workdir: checkpoints, metrics.jsonl, tensorboard/ and config.json go here.
     mesh: the data mesh (default: all devices of all processes).
     **given: parts to use instead of building them from the config: model,
-      loader, views_fn, evaluators, class_ids (see `Parts`).
+      loader, views_fn, evaluators (see `Parts`).
   Returns:
     The last train metrics, evaluation results ("eval/...") and, with
     eval_at_start, the untrained model's ("untrained/eval/...").
@@ -204,9 +215,7 @@ def train(
   parts = build(config, **given)
   total = cfg["total_steps"]
   tx, schedule = optim.make_optimizer(cfg["optim"], total)
-  objective = objectives.make_objective(
-    cfg["loss"], mesh, class_ids=parts.class_ids
-  )
+  objective = objectives.make_objective(cfg["loss"], mesh)
   it = iter(parts.loader)
   first = next(it)  # the shapes to initialise with; replayed below
   state = _init_state(cfg, parts, tx, mesh, first["image"][:1])
@@ -223,7 +232,7 @@ def train(
     state, data_state = ckpt.restore(start, _abstract(state, mesh))
     it = _resume_iterator(parts.loader, data_state, start)
     first = None
-    logging.info("resumed from %s at step %d", ckpt.directory, start)
+    writer_lib.say(f"resumed from {ckpt.directory} at step {start}")
   start = int(sharding.to_host(state.step))
   _save_config(config, workdir)
   step_fn = jax.jit(
@@ -313,3 +322,32 @@ def _save_config(config, workdir):
   cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(cfg, f, indent=2, default=str)
+
+
+def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
+  """Runs the config's evaluators on the latest checkpoint of `workdir`.
+
+  Raises:
+    ValueError: no checkpoint in `workdir`, or an incompatible one.
+  """
+  cfg = fields.resolve(config, FIELDS, "config")
+  inp = fields.resolve(cfg["input"], INPUT_FIELDS, "config.input")
+  mesh = given.pop("mesh", None) or sharding.make_data_mesh()
+  given.setdefault("loader", [])  # no training input needed
+  parts = build(config, **given)
+  tx, _ = optim.make_optimizer(cfg["optim"], cfg["total_steps"])
+  sample = np.zeros((1, *inp["image_size"], 3), np.uint8)
+  state = _init_state(cfg, parts, tx, mesh, sample)
+  ckpt = checkpoint.Checkpointer(workdir, save_steps=cfg["ckpt_steps"])
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise ValueError(f"no checkpoint in {ckpt.directory} to evaluate")
+    state, _ = ckpt.restore(step, _abstract(state, mesh))
+  finally:
+    ckpt.close()
+  writer = writer_lib.MetricWriter(workdir)
+  try:
+    return _evaluate(parts.evaluators, state, step, writer)
+  finally:
+    writer.close()

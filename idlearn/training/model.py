@@ -23,7 +23,9 @@ FIELDS = {
   "encoder_kw": {},  # e.g. {"last_stride": 1, "pooling": "gem"}
   "head": "none",
   "num_classes": 0,  # bnneck head: identities of the training split
-  "proj_dims": (2048, 128),  # projection head: hidden..., output
+  "proj_hidden": 2048,  # projection head: hidden width
+  "proj_out": 128,  # output width
+  "proj_layers": 2,  # Dense layers (SimCLR 2)
   "dtype": "float32",  # compute dtype; parameters stay float32
 }
 
@@ -36,14 +38,17 @@ class IdModel(nn.Module):
     head: "none", "bnneck" (re-ID: BatchNorm neck + bias-free classifier) or
       "projection" (SSL projector MLP).
     num_classes: classifier width (bnneck).
-    proj_dims: projector layer widths (projection).
+    proj_hidden, proj_out, proj_layers: projector hidden width, output
+      width and Dense layer count (projection).
     dtype: compute dtype of the heads.
   """
 
   encoder: nn.Module
   head: str = "none"
   num_classes: int = 0
-  proj_dims: tuple[int, ...] = (2048, 128)
+  proj_hidden: int = 2048
+  proj_out: int = 128
+  proj_layers: int = 2
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -54,7 +59,7 @@ class IdModel(nn.Module):
     if self.head == "bnneck":
       from idlearn.encoders import heads
 
-      feat = heads.BNNeck(name="bnneck")(emb, train=train)
+      feat = heads.BNNeck(dtype=self.dtype, name="bnneck")(emb, train=train)
       out["feat"] = out["eval"] = feat
       out["logits"] = nn.Dense(
         self.num_classes, use_bias=False, dtype=self.dtype, name="classifier"
@@ -63,13 +68,20 @@ class IdModel(nn.Module):
       from idlearn.encoders import heads
 
       out["proj"] = heads.ProjectionMLP(
-        features=tuple(self.proj_dims), dtype=self.dtype, name="projector"
-      )(emb, train=train).astype(jnp.float32)
+        hidden_dim=self.proj_hidden,
+        out_dim=self.proj_out,
+        num_layers=self.proj_layers,
+        dtype=self.dtype,
+        name="projector",
+      )(emb, train=train)
     return out
 
 
 def make_model(
-  config: Mapping[str, Any], *, encoder: nn.Module | None = None
+  config: Mapping[str, Any],
+  *,
+  encoder: nn.Module | None = None,
+  num_classes: int = 0,
 ) -> IdModel:
   """config.model -> IdModel (the encoder from `idlearn.encoders`).
 
@@ -77,8 +89,11 @@ def make_model(
     config: the `config.model` group (fields in `FIELDS`).
     encoder: use this module instead of `get_encoder(config.encoder)`
       (tests, notebooks).
+    num_classes: classifier width when `config.num_classes` is 0 (the
+      loop passes the training split's identity count).
   """
   cfg = fields.resolve(config, FIELDS, "config.model")
+  cfg["num_classes"] = cfg["num_classes"] or num_classes
   fields.choice(cfg["head"], HEADS, "config.model.head")
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(cfg["dtype"])
   if dtype is None:
@@ -97,6 +112,8 @@ def make_model(
     encoder=encoder,
     head=cfg["head"],
     num_classes=cfg["num_classes"],
-    proj_dims=tuple(cfg["proj_dims"]),
+    proj_hidden=cfg["proj_hidden"],
+    proj_out=cfg["proj_out"],
+    proj_layers=cfg["proj_layers"],
     dtype=dtype,
   )

@@ -12,7 +12,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -45,19 +44,6 @@ FIELDS = {
 }
 
 
-def class_index(ids: jax.Array, class_ids: np.ndarray | None) -> jax.Array:
-  """Dataset ids [b] -> class indices [b] in [0, C) via the sorted id table.
-
-  Args:
-    ids: int [b] identity labels as the loader gives them.
-    class_ids: int [C] sorted distinct training ids, or None when the ids
-      already are 0..C-1.
-  """
-  if class_ids is None:
-    return ids
-  return jnp.searchsorted(jnp.asarray(class_ids), ids).astype(jnp.int32)
-
-
 def identity_ce(
   logits: jax.Array, labels: jax.Array, *, label_smoothing: float
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -82,8 +68,6 @@ def _pick(outs: Outs, view: int, key: str) -> jax.Array:
 def make_objective(
   config: Mapping[str, Any],
   mesh: Mesh,
-  *,
-  class_ids: np.ndarray | None = None,
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
   """Builds the objective named by `config.loss.name`.
 
@@ -91,8 +75,6 @@ def make_objective(
     config: the `config.loss` group: "name" plus that loss's fields (see
       `FIELDS`; unknown fields raise ValueError listing the valid ones).
     mesh: the data mesh; cross-device losses run under `shard_map` on it.
-    class_ids: sorted distinct training ids for the identity classifier
-      (None when the loader's ids already are 0..C-1).
   Returns:
     objective(outs, batch, teacher=None) -> (loss, aux), aux a flat dict of
     scalars.
@@ -119,7 +101,8 @@ def make_objective(
 
   def objective(outs, batch, teacher=None):
     aux, total = {}, 0.0
-    labels = class_index(batch["id"], class_ids)
+    # "label": the loader's contiguous class index of "id" (0..C-1).
+    labels = batch.get("label", batch["id"])
     if triplet is not None:
       t, t_aux = triplet(_pick(outs, 0, cfg["on"]), batch["id"])
       aux.update({"triplet": t, **t_aux})

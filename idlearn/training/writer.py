@@ -107,18 +107,23 @@ class Progress:
       self._bar.refresh()
       return
     items = " ".join(f"{k}={v}" for k, v in shown.items())
-    logging.info(
-      "step %d/%d %s | %.1f img/s | ETA %s",
-      step,
-      self._total,
-      items,
-      ips,
-      _hms(eta),
+    say(
+      f"step {step}/{self._total} {items} | {ips:.1f} img/s | ETA {_hms(eta)}"
     )
 
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()
+
+
+def say(message: str) -> None:
+  """Prints a progress or result line to stdout, on process 0 only.
+
+  Plain prints: library INFO logs (Orbax's are many) stay behind absl's
+  verbosity flag while the run's own progress is always visible.
+  """
+  if jax.process_index() == 0:
+    print(message, flush=True)
 
 
 def _hms(seconds: float) -> str:

@@ -1,0 +1,45 @@
+"""Shared helpers for experiment configs (imports only ml_collections)."""
+
+import ml_collections
+
+
+def _convert(value: str, default):
+  if isinstance(default, bool):
+    if value.lower() not in ("true", "false", "1", "0", ""):
+      raise ValueError(f"expected a boolean, got {value!r}")
+    return value.lower() in ("true", "1", "")
+  if isinstance(default, int):
+    return int(value)
+  if isinstance(default, float):
+    return float(value)
+  return value
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses a config's `:arg` string, e.g. "smoke" or "variant=S/16,smoke".
+
+  Items are comma-separated; `key=value` sets a field (converted to the
+  default's type), a bare `key` sets a boolean to True.
+
+  Args:
+    arg: the text after ":" in --config=path.py:arg, or None.
+    **defaults: every accepted key with its default value.
+  Returns:
+    A locked ConfigDict of the keys.
+  Raises:
+    ValueError: an unknown key (the message lists the known ones) or a
+      value that does not convert.
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(
+        f"config arg {key!r} unknown; known: {', '.join(sorted(defaults))}"
+      )
+    try:
+      out[key] = _convert(value.strip(), defaults[key])
+    except ValueError as e:
+      raise ValueError(f"config arg {key}={value!r}: {e}") from None
+  return ml_collections.ConfigDict(out, type_safe=True).lock()
