@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -107,17 +109,36 @@ def prepare(
   key = (name, os.path.realpath(data_dir), config.name, strict)
   if key in _cache and _cache[key].is_prepared():
     return _cache[key]
-  builder = cls(
+  make = lambda: cls(
     config=config,
     data_dir=data_dir,
     file_format="array_record",
     strict=strict,
   )
-  builder.download_and_prepare(
-    download_config=tfds.download.DownloadConfig(manual_dir=root)
-  )
+  builder = make()
+  if not builder.is_prepared():
+    # Several processes (pytest -n, hosts sharing a disk) may prepare the
+    # same dataset: one builds, the others wait and then read its result.
+    with _build_lock(data_dir, name, config.name):
+      builder = make()  # re-reads the info another process may have written
+      builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=root)
+      )
   _cache[key] = builder
   return builder
+
+
+@contextlib.contextmanager
+def _build_lock(data_dir: str, name: str, config_name: str):
+  """An exclusive file lock on data_dir/name/config_name.lock (POSIX)."""
+  os.makedirs(os.path.join(data_dir, name), exist_ok=True)
+  path = os.path.join(data_dir, name, f"{config_name}.lock")
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def build_log(builder: IdentityBuilder) -> dict:

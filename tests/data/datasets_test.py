@@ -2,6 +2,8 @@
 
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +261,29 @@ def test_mars_junk_name_and_image_folder(tmp_path):
   m = sources.split_meta(b, "train")
   # ids follow the sorted folder names: alice 0 (2), bob 1 (1), carol 2 (3).
   np.testing.assert_array_equal(np.bincount(m["id"]), [2, 1, 3])
+
+
+def test_concurrent_prepare_builds_once(tmp_path):
+  # Two processes prepare the same dataset into one data_dir at once.
+  code = (
+    "import sys; from idlearn import data; "
+    "b = data.prepare('market1501', data_dir=sys.argv[1]); "
+    "print(b.info.splits['gallery'].num_examples)"
+  )
+  root = Path(__file__).resolve().parents[2]
+  env = dict(os.environ, PYTHONPATH=os.fspath(root), JAX_PLATFORMS="cpu")
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-c", code, os.fspath(tmp_path)],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      env=env,
+    )
+    for _ in range(2)
+  ]
+  outs = [p.communicate(timeout=120) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+  assert [o[0].split()[-1] for o in outs] == [b"32", b"32"]
+  built = list(tmp_path.glob("market1501/bundled/*/dataset_info.json"))
+  assert len(built) == 1
+  assert not list(tmp_path.glob("market1501/bundled/incomplete*"))
