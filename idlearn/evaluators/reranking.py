@@ -151,9 +151,10 @@ class _FeaturePool:
 
   def pairs(self, r, c):
     out = np.empty(len(r))
-    for s in range(0, len(r), 1 << 16):
-      diff = self.f[r[s : s + (1 << 16)]] - self.f[c[s : s + (1 << 16)]]
-      out[s : s + (1 << 16)] = np.sqrt(np.einsum("nd,nd->n", diff, diff))
+    step = max(1, _CHUNK_ELEMENTS // self.f.shape[1])  # bounded gathers
+    for s in range(0, len(r), step):
+      diff = self.f[r[s : s + step]] - self.f[c[s : s + step]]
+      out[s : s + step] = np.sqrt(np.einsum("nd,nd->n", diff, diff))
     return out
 
 
