@@ -110,13 +110,17 @@ class _Load:
         "index": np.asarray(index, np.int32),
       }
     i = int(index)
-    return {
+    out = {
       "image": self._one(i),
       "id": self.meta["id"][i],
       "label": self.meta["label"][i],
       "cam": self.meta["cam"][i],
       "index": np.int32(i),
     }
+    for key in ("tracklet", "frame"):  # video sets
+      if key in self.meta:
+        out[key] = self.meta[key][i]
+    return out
 
 
 def frame_pairs(meta: dict, gap: int = 1) -> np.ndarray:
@@ -171,7 +175,8 @@ def make_train_loader(
   Returns:
     A grain IterDataset; `it = iter(loader)` gives dicts of NumPy arrays:
     "random"/"pk": image uint8 [b, h, w, 3], id, label (contiguous class
-    index, -1 for junk), cam, index: int32 [b]; "frame_pairs": image uint8
+    index, -1 for junk), cam, index: int32 [b] (+ tracklet, frame for
+    video sets); "frame_pairs": image uint8
     [b, 2, h, w, 3], tracklet, cam, id int32 [b], index int32 [b, 2].
     `it.get_state()` / `it.set_state(state)` save and restore the position.
   """

@@ -150,6 +150,13 @@ def test_frame_pairs_are_consecutive_frames_of_one_tracklet(
   for a, c in zip(i, j, strict=True):
     fr = meta["frame"][meta["tracklet"] == meta["tracklet"][a]]
     assert not ((fr > meta["frame"][a]) & (fr < meta["frame"][c])).any()
+  rand = data.make_train_loader(
+    name="mars", split="train", image_size=SIZE, global_batch_size=8,
+    data_dir=data_dir, manual_dir=mars,
+  )  # fmt: skip
+  r = _take(rand, 1)[0]
+  np.testing.assert_array_equal(r["tracklet"], meta["tracklet"][r["index"]])
+  np.testing.assert_array_equal(r["frame"], meta["frame"][r["index"]])
   pairs = loader.frame_pairs(meta)
   # 1719 frames in 32 tracklets -> 1719 - 32 consecutive pairs.
   assert len(pairs) == 1719 - 32
