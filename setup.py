@@ -27,6 +27,7 @@ setuptools.setup(
         "absl-py",
         "numpy",
         "scipy",
+        "scikit-learn",
         "pillow",
         "tensorboardX",
         "tqdm",
