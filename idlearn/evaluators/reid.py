@@ -18,14 +18,15 @@ Ties in distance are broken by gallery index (as a stable sort would).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import os
 from typing import Any, NamedTuple
 
 import numpy as np
 
-# Distances held per chunk (float32): 64 MiB per worker thread.
-_CHUNK_ELEMENTS = 1 << 24
+# Distances per chunk (float32: 32 MiB); num_threads + 1 chunks at a time.
+_CHUNK_ELEMENTS = 1 << 23
 _PROTOCOLS = ("market1501", "cuhk03")
 
 
@@ -199,16 +200,27 @@ def _summarise(parts, max_rank, out_rank):
   }
 
 
-def _run(chunk_fn, n_rows, rows_per_chunk, num_threads):
+def _run(dist_fn, rank_fn, n_rows, rows_per_chunk, num_threads):
+  """Pipelines chunks: distances one chunk at a time, ranking in threads.
+
+  Only one distance matmul runs at a time (BLAS threads it over all cores);
+  NumPy releases the GIL, so ranking threads overlap it. At most
+  num_threads + 1 chunks are alive, which bounds memory.
+  """
   bounds = [
     (i, min(i + rows_per_chunk, n_rows))
     for i in range(0, n_rows, rows_per_chunk)
   ]
-  if num_threads <= 1 or len(bounds) == 1:
-    return [chunk_fn(*b) for b in bounds]
-  # NumPy and BLAS release the GIL, so chunks overlap on separate cores.
+  if num_threads <= 0:
+    return [rank_fn(i, j, dist_fn(i, j)) for i, j in bounds]
+  out, pending = [], collections.deque()
   with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-    return list(pool.map(lambda b: chunk_fn(*b), bounds))
+    for i, j in bounds:
+      pending.append(pool.submit(rank_fn, i, j, dist_fn(i, j)))
+      while len(pending) > num_threads:
+        out.append(pending.popleft().result())
+    out.extend(f.result() for f in pending)
+  return out
 
 
 def _check_options(metric, max_rank, protocol):
@@ -221,7 +233,15 @@ def _check_options(metric, max_rank, protocol):
 
 
 def _threads(num_threads):
-  return num_threads or min(4, os.cpu_count() or 1)
+  if num_threads is None:  # BLAS already uses every core for the matmuls
+    return min(4, max(1, (os.cpu_count() or 1) // 2))
+  return num_threads
+
+
+def _rows_per_chunk(n_gallery):
+  # >= 256 rows keeps the matmul compute-bound (the gallery is re-read once
+  # per chunk); otherwise ~_CHUNK_ELEMENTS distances per chunk.
+  return max(256, _CHUNK_ELEMENTS // n_gallery)
 
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -258,7 +278,9 @@ def evaluate(
     protocol: "market1501", or "cuhk03" for the single-gallery-shot CMC
       (one random kept image per gallery id, averaged over `num_repeats`
       draws from `seed`); AP and INP always use the whole kept gallery.
-    num_threads: worker threads over query chunks (default: cores, <= 4).
+    num_threads: threads ranking query chunks while the next chunk's
+      distances are computed (default: cores // 2, in [1, 4]; 0: no
+      threads).
 
   Returns:
     dict with "cmc" [max_rank] float64, floats "rank1", "rank5", "rank10",
@@ -285,15 +307,18 @@ def evaluate(
     bias = np.einsum("nd,nd->n", g, g)
   out_rank, max_rank = max_rank, max(max_rank, 10)
 
-  def chunk(i, j):
+  def dist(i, j):
     d = qa[i:j] @ g.T  # [c, g] float32
     if bias is not None:
       d += bias
+    return d
+
+  def rank(i, j, d):
     sgs = _sgs(protocol, seed, i, num_repeats)
     return _chunk_metrics(d, q_ids[i:j], q_cams[i:j], gal, max_rank, sgs)
 
-  rows = max(1, _CHUNK_ELEMENTS // len(g))
-  parts = _run(chunk, len(q), rows, _threads(num_threads))
+  rows = _rows_per_chunk(len(g))
+  parts = _run(dist, rank, len(q), rows, _threads(num_threads))
   return _summarise(parts, max_rank, out_rank)
 
 
@@ -337,15 +362,18 @@ def evaluate_distances(
   )
   out_rank, max_rank = max_rank, max(max_rank, 10)
 
-  def chunk(i, j):
+  def dist(i, j):
     d = np.asarray(distances[i:j])
     if np.isnan(d).any():
       raise ValueError(f"distances contains NaN (rows {i}..{j - 1})")
+    return d
+
+  def rank(i, j, d):
     sgs = _sgs(protocol, seed, i, num_repeats)
     return _chunk_metrics(d, q_ids[i:j], q_cams[i:j], gal, max_rank, sgs)
 
-  rows = max(1, _CHUNK_ELEMENTS // ng)
-  parts = _run(chunk, nq, rows, _threads(num_threads))
+  rows = _rows_per_chunk(ng)
+  parts = _run(dist, rank, nq, rows, _threads(num_threads))
   return _summarise(parts, max_rank, out_rank)
 
 

@@ -115,8 +115,8 @@ def test_matches_torchreid_and_reference(metric):
 
 def test_chunks_threads_and_jax_inputs(monkeypatch):
   q, q_ids, q_cams, g, g_ids, g_cams = _problem(2)
-  want = reid.evaluate(q, q_ids, q_cams, g, g_ids, g_cams, num_threads=1)
-  monkeypatch.setattr(reid, "_CHUNK_ELEMENTS", 3 * len(g))  # 14 chunks
+  want = reid.evaluate(q, q_ids, q_cams, g, g_ids, g_cams, num_threads=0)
+  monkeypatch.setattr(reid, "_rows_per_chunk", lambda n_gallery: 3)
   args = [jnp.asarray(x) for x in (q, q_ids, q_cams, g, g_ids, g_cams)]
   got = reid.evaluate(*args, num_threads=3)
   np.testing.assert_allclose(got["cmc"], want["cmc"])
