@@ -256,13 +256,13 @@ def decoupled_softmax(
     raise ValueError(
       f"q and k must have the same dim d, got q {q.shape} and k {k.shape}"
     )
-  keys = gather(l2_normalize(k), axis_name)  # [M, d]
-  want = (q.shape[0], keys.shape[0])
+  want = (q.shape[0], global_size(k.shape[0], axis_name))
   if positives.shape != want:
     raise ValueError(
       f"positives must be [b, M] = {want} (local queries x global keys) "
       f"for q {q.shape} and k {k.shape}, got {positives.shape}"
     )
+  keys = gather(l2_normalize(k), axis_name)  # [M, d]
   logits = (l2_normalize(q) @ keys.T) / temperature  # [b, M]
   pos = positives.astype(bool)
   neg_lse, neg_max = _masked_lse(logits, ~pos)  # [b]

@@ -8,6 +8,7 @@ from idlearn.losses._common import (
   check_positive,
   check_views,
   global_mean,
+  is_concrete,
 )
 
 
@@ -52,7 +53,7 @@ def barlow_twins(
   """
   check_views(z1, z2)
   check_positive("eps", eps)
-  if lambda_offdiag < 0:
+  if is_concrete(lambda_offdiag) and lambda_offdiag < 0:
     raise ValueError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}")
   z1n = _standardize(z1.astype(jnp.float32), eps, axis_name)
   z2n = _standardize(z2.astype(jnp.float32), eps, axis_name)

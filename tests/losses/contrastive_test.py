@@ -50,24 +50,33 @@ def ref_decoupled_softmax(q, k, positives, t):
   return np.mean(per_query)
 
 
-_jitted = {
-  name: jax.jit(getattr(contrastive, name), static_argnames=("temperature",))
-  for name in ("info_nce", "dcl")
+# One compiled value-and-grad per loss, hyper-parameters traced (a traced
+# temperature skips the trace-time check), shared by the tests below.
+_TWO_VIEW = {
+  "info_nce": lambda z1, z2, t, s: contrastive.info_nce(z1, z2, temperature=t),
+  "dcl": lambda z1, z2, t, s: contrastive.dcl(z1, z2, temperature=t),
+  "dclw": lambda z1, z2, t, s: contrastive.dclw(z1, z2, temperature=t, sigma=s),
 }
-_dclw = jax.jit(contrastive.dclw, static_argnames=("temperature", "sigma"))
-_dsm = jax.jit(contrastive.decoupled_softmax, static_argnames="temperature")
+
+
+@functools.cache
+def _vg(name):
+  if name == "decoupled_softmax":
+    f = lambda q, k, pos, t: contrastive.decoupled_softmax(
+      q, k, pos, temperature=t
+    )
+  else:
+    f = _TWO_VIEW[name]
+  return jax.jit(jax.value_and_grad(f, (0, 1), has_aux=True))
 
 
 @pytest.mark.parametrize("t", [0.1, 0.5])
-@pytest.mark.parametrize("name", ["info_nce", "dcl", "dclw"])
+@pytest.mark.parametrize("name", sorted(_TWO_VIEW))
 def test_two_view_losses_match_numpy(name, t):
   z1, z2 = RNG.normal(size=(2, B, D)).astype(np.float32)
-  if name == "dclw":
-    loss, aux = _dclw(z1, z2, temperature=t, sigma=0.5)
-    want = ref_two_view(z1, z2, t, decoupled=True, sigma=0.5)
-  else:
-    loss, aux = _jitted[name](z1, z2, temperature=t)
-    want = ref_two_view(z1, z2, t, decoupled=name == "dcl")
+  (loss, aux), _ = _vg(name)(z1, z2, t, 0.5)
+  sigma = 0.5 if name == "dclw" else None
+  want = ref_two_view(z1, z2, t, decoupled=name != "info_nce", sigma=sigma)
   assert loss.dtype == jnp.float32 and loss.shape == ()
   np.testing.assert_allclose(loss, want, rtol=1e-5)
   u1, u2 = _unit(z1), _unit(z2)
@@ -77,16 +86,16 @@ def test_two_view_losses_match_numpy(name, t):
 def test_dclw_sigma_changes_only_weights():
   """Weights average to 1: with equal positive cosines w_i = 1, DCLW = DCL."""
   z1 = RNG.normal(size=(B, D)).astype(np.float32)
-  loss_w, aux = _dclw(z1, z1, temperature=0.1, sigma=0.5)
-  loss, _ = _jitted["dcl"](z1, z1, temperature=0.1)
+  (loss_w, aux), _ = _vg("dclw")(z1, z1, 0.1, 0.5)
+  (loss, _), _ = _vg("dcl")(z1, z1, 0.1, 0.5)
   np.testing.assert_allclose(loss_w, loss, rtol=1e-6)
   np.testing.assert_allclose(aux["weight_max"], 0.0, atol=1e-5)
 
 
 def test_info_nce_top1_and_perfect_views():
   z1 = RNG.normal(size=(B, D)).astype(np.float32)
-  good, aux = _jitted["info_nce"](z1, z1, temperature=0.1)
-  bad, aux_bad = _jitted["info_nce"](z1, np.roll(z1, 1, 0), temperature=0.1)
+  (good, aux), _ = _vg("info_nce")(z1, z1, 0.1, 0.5)
+  (bad, aux_bad), _ = _vg("info_nce")(z1, np.roll(z1, 1, 0), 0.1, 0.5)
   assert good < bad
   assert aux["top1"] == 1.0 and aux_bad["top1"] < 1.0
 
@@ -99,7 +108,7 @@ def test_decoupled_softmax_matches_numpy(t):
   positives[0] = False  # a query without positive is left out
   positives[1, :] = True  # ... and one with no negative at all
   positives[1, 0] = False
-  loss, aux = _dsm(q, k, positives, temperature=t)
+  (loss, aux), _ = _vg("decoupled_softmax")(q, k, positives, t)
   np.testing.assert_allclose(
     loss, ref_decoupled_softmax(q, k, positives, t), rtol=1e-5
   )
@@ -111,8 +120,9 @@ def test_decoupled_softmax_matches_numpy(t):
 def test_decoupled_softmax_one_positive_is_info_nce_row():
   """One positive per query: l_i = -s_ip + log(e^s_ip + sum_neg e^s_in)."""
   q = RNG.normal(size=(B, D)).astype(np.float32)
-  k = RNG.normal(size=(B, D)).astype(np.float32)
-  loss, aux = _dsm(q, k, np.eye(B, dtype=bool), temperature=0.05)
+  k = RNG.normal(size=(2 * B, D)).astype(np.float32)
+  positives = np.eye(B, 2 * B, dtype=bool)
+  (loss, aux), _ = _vg("decoupled_softmax")(q, k, positives, 0.05)
   s = _unit(q) @ _unit(k).T / 0.05
   want = np.mean(logsumexp(s, axis=1) - np.diag(s))
   np.testing.assert_allclose(loss, want, rtol=1e-5)
@@ -121,50 +131,43 @@ def test_decoupled_softmax_one_positive_is_info_nce_row():
 
 # --- stability, dtypes, errors ------------------------------------------------
 
-_LOSSES = {
-  "info_nce": lambda z1, z2: contrastive.info_nce(z1, z2, temperature=0.05),
-  "dcl": lambda z1, z2: contrastive.dcl(z1, z2, temperature=0.05),
-  "dclw": lambda z1, z2: contrastive.dclw(z1, z2, temperature=0.05),
-  "decoupled_softmax": lambda z1, z2: contrastive.decoupled_softmax(
-    z1, z2, jnp.eye(z1.shape[0], dtype=bool), temperature=0.05
-  ),
-}
 
-
-@functools.cache
-def _value_and_grad(name):
-  return jax.jit(jax.value_and_grad(_LOSSES[name], (0, 1), has_aux=True))
+def _call(name, z1, z2):
+  """Temperature 0.05; decoupled_softmax: keys = [z2; z1], positive k = i."""
+  if name == "decoupled_softmax":
+    b = len(z1)
+    k = jnp.concatenate([z2, z1])
+    return _vg(name)(z1, k, np.eye(b, 2 * b, dtype=bool), 0.05)
+  return _vg(name)(z1, z2, 0.05, 0.5)
 
 
 @pytest.mark.parametrize("case", ["identical", "zeros", "batch_of_2"])
-@pytest.mark.parametrize("name", sorted(_LOSSES))
+@pytest.mark.parametrize("name", [*sorted(_TWO_VIEW), "decoupled_softmax"])
 def test_finite_value_and_grad(name, case):
-  z = RNG.normal(size=(4, D)).astype(np.float32)
+  z = RNG.normal(size=(B, D)).astype(np.float32)
   z1, z2 = {
-    "identical": (np.tile(z[:1], (4, 1)),) * 2,
+    "identical": (np.tile(z[:1], (B, 1)),) * 2,
     "zeros": (np.zeros_like(z), np.zeros_like(z)),
-    "batch_of_2": (z[:2], z[2:]),
+    "batch_of_2": (z[:2], z[2:4]),
   }[case]
-  (loss, aux), grads = _value_and_grad(name)(z1, z2)
+  (loss, aux), grads = _call(name, z1, z2)
   chex.assert_tree_all_finite((loss, aux, grads))
 
 
-@pytest.mark.parametrize("name", sorted(_LOSSES))
+@pytest.mark.parametrize("name", [*sorted(_TWO_VIEW), "decoupled_softmax"])
 def test_bfloat16_inputs(name):
-  z1, z2 = RNG.normal(size=(2, 4, D)).astype(np.float32)
+  z1, z2 = RNG.normal(size=(2, B, D)).astype(np.float32)
   b1, b2 = jnp.asarray(z1, jnp.bfloat16), jnp.asarray(z2, jnp.bfloat16)
-  (loss, _), grads = _value_and_grad(name)(b1, b2)
+  (loss, _), grads = _call(name, b1, b2)
   assert loss.dtype == jnp.float32
   assert grads[0].dtype == jnp.bfloat16
   # float32 inside: equal to the float32 loss of the same (rounded) values.
-  (want, _), _ = _value_and_grad(name)(
-    b1.astype(jnp.float32), b2.astype(jnp.float32)
-  )
+  (want, _), _ = _call(name, b1.astype(jnp.float32), b2.astype(jnp.float32))
   np.testing.assert_allclose(loss, want, rtol=1e-6)
 
 
 def test_bad_inputs_raise():
-  z = jnp.zeros((4, D))
+  z = np.zeros((4, D), np.float32)
   with pytest.raises(ValueError, match=r"z1 and z2.*\(4, 5\).*\(3, 5\)"):
     contrastive.info_nce(z, z[:3])
   with pytest.raises(ValueError, match=r"z1 must be \[b, d\].*\(4,\)"):
@@ -177,6 +180,6 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="at least 2"):
     contrastive.dcl(z[:1], z[:1])
   with pytest.raises(ValueError, match=r"positives must be \[b, M\].*\(4, 4\)"):
-    contrastive.decoupled_softmax(z, z, jnp.ones((4, 3), bool))
+    contrastive.decoupled_softmax(z, z, np.ones((4, 3), bool))
   with pytest.raises(ValueError, match=r"q and k.*\(4, 5\).*\(4, 2\)"):
-    contrastive.decoupled_softmax(z, z[:, :2], jnp.ones((4, 4), bool))
+    contrastive.decoupled_softmax(z, z[:, :2], np.ones((4, 4), bool))

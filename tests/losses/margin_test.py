@@ -32,11 +32,12 @@ def ref_margin_softmax(emb, w, ids, scale, m, kind):
 
 
 @functools.cache
-def _jit(kind, scale, m, grad=False):
-  f = functools.partial(getattr(margin, kind), scale=scale, margin=m)
-  if grad:
-    f = jax.value_and_grad(f, (0, 1), has_aux=True)
-  return jax.jit(f)
+def _vg(kind):
+  """One compiled value-and-grad per loss; scale and margin are traced."""
+  f = lambda emb, w, ids, scale, m: getattr(margin, kind)(
+    emb, w, ids, scale=scale, margin=m
+  )
+  return jax.jit(jax.value_and_grad(f, (0, 1), has_aux=True))
 
 
 @pytest.mark.parametrize("scale,m", [(64.0, 0.5), (10.0, 0.2)])
@@ -45,7 +46,7 @@ def test_matches_numpy(kind, scale, m):
   emb = RNG.normal(size=(B, D)).astype(np.float32)
   w = RNG.normal(size=(C, D)).astype(np.float32)
   ids = RNG.integers(0, C, B).astype(np.int32)
-  loss, aux = _jit(kind, scale, m)(emb, w, ids)
+  (loss, aux), _ = _vg(kind)(emb, w, ids, scale, m)
   want = ref_margin_softmax(emb, w, ids, scale, m, kind)
   assert loss.dtype == jnp.float32
   np.testing.assert_allclose(loss, want, rtol=1e-5)
@@ -57,10 +58,10 @@ def test_zero_margin_is_normalised_softmax():
   emb = RNG.normal(size=(B, D)).astype(np.float32)
   w = RNG.normal(size=(C, D)).astype(np.float32)
   ids = RNG.integers(0, C, B).astype(np.int32)
-  arc, _ = _jit("arcface", 10.0, 0.0)(emb, w, ids)
-  cos, _ = _jit("cosface", 10.0, 0.0)(emb, w, ids)
+  (arc, _), _ = _vg("arcface")(emb, w, ids, 10.0, 0.0)
+  (cos, _), _ = _vg("cosface")(emb, w, ids, 10.0, 0.0)
   np.testing.assert_allclose(arc, cos, rtol=1e-5)
-  arc_m, _ = _jit("arcface", 10.0, 0.2)(emb, w, ids)
+  (arc_m, _), _ = _vg("arcface")(emb, w, ids, 10.0, 0.2)
   assert arc_m > arc  # the margin makes the target harder
 
 
@@ -70,29 +71,27 @@ def test_finite_value_and_grad(kind, case):
   w = RNG.normal(size=(C, D)).astype(np.float32)
   emb, ids = {
     # embedding equal to its class weight: cos = 1 exactly (sin'(0) = inf)
-    "identical": (np.tile(w[:1], (4, 1)), np.zeros(4, np.int32)),
-    "zeros": (np.zeros((4, D), np.float32), np.zeros(4, np.int32)),
+    "identical": (np.tile(w[:1], (B, 1)), np.zeros(B, np.int32)),
+    "zeros": (np.zeros((B, D), np.float32), np.zeros(B, np.int32)),
     "batch_of_2": (-w[:2], np.array([0, 1], np.int32)),  # cos = -1
   }[case]
-  (loss, aux), grads = _jit(kind, 64.0, 0.5, grad=True)(emb, w, ids)
+  (loss, aux), grads = _vg(kind)(emb, w, ids, 64.0, 0.5)
   chex.assert_tree_all_finite((loss, aux, grads))
 
 
 def test_bfloat16_inputs():
-  emb = jnp.asarray(RNG.normal(size=(4, D)), jnp.bfloat16)
+  emb = jnp.asarray(RNG.normal(size=(B, D)), jnp.bfloat16)
   w = RNG.normal(size=(C, D)).astype(np.float32)
-  ids = np.array([0, 1, 2, 3], np.int32)
-  (loss, _), grads = _jit("arcface", 64.0, 0.5, grad=True)(emb, w, ids)
+  ids = np.array([0, 1, 2, 3, 0, 1], np.int32)
+  (loss, _), grads = _vg("arcface")(emb, w, ids, 64.0, 0.5)
   assert loss.dtype == jnp.float32 and grads[0].dtype == jnp.bfloat16
-  (want, _), _ = _jit("arcface", 64.0, 0.5, grad=True)(
-    emb.astype(jnp.float32), w, ids
-  )
+  (want, _), _ = _vg("arcface")(emb.astype(jnp.float32), w, ids, 64.0, 0.5)
   np.testing.assert_allclose(loss, want, rtol=1e-6)
 
 
 def test_bad_inputs_raise():
-  emb, w = jnp.zeros((4, D)), jnp.zeros((C, D))
-  ids = jnp.zeros(4, jnp.int32)
+  emb, w = np.zeros((4, D), np.float32), np.zeros((C, D), np.float32)
+  ids = np.zeros(4, np.int32)
   with pytest.raises(
     ValueError, match=r"class_weights must be \[c, d\].*\(4, 3\)"
   ):

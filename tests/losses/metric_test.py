@@ -44,21 +44,24 @@ def ref_triplet(emb, ids, margin, mining, squared):
 
 
 @functools.cache
-def _jit(mining, squared, margin=0.3, grad=False):
-  f = functools.partial(
-    metric.triplet, margin=margin, mining=mining, squared=squared
+def _vg(mining, squared=False):
+  """One compiled value-and-grad per (mining, squared); margin is traced."""
+  f = lambda emb, ids, m: metric.triplet(
+    emb, ids, margin=m, mining=mining, squared=squared
   )
-  if grad:
-    f = jax.value_and_grad(f, has_aux=True)
-  return jax.jit(f)
+  return jax.jit(jax.value_and_grad(f, has_aux=True))
+
+
+def _emb(scale=0.5):
+  return RNG.normal(size=(len(IDS), 4)).astype(np.float32) * scale
 
 
 @pytest.mark.parametrize("squared", [False, True])
 @pytest.mark.parametrize("mining", metric.MININGS)
 def test_triplet_matches_numpy(mining, squared):
-  emb = RNG.normal(size=(len(IDS), 4)).astype(np.float32) * 0.5
+  emb = _emb()
   margin = 1.0 if squared else 0.3
-  loss, aux = _jit(mining, squared, margin)(emb, IDS)
+  (loss, aux), _ = _vg(mining, squared)(emb, IDS, margin)
   want = ref_triplet(emb, IDS, margin, mining, squared)
   assert want > 0 and loss.dtype == jnp.float32
   np.testing.assert_allclose(loss, want, rtol=1e-5)
@@ -69,7 +72,7 @@ def test_semi_hard_falls_back_to_farthest_negative():
   """1-D points: anchor 0 at 0, positive at 2, negatives at 0.5 and 1."""
   emb = np.array([[0.0], [2.0], [0.5], [1.0]], np.float32)
   ids = np.array([0, 0, 1, 2], np.int32)
-  loss, _ = _jit("semi_hard", False, 0.1)(emb, ids)
+  (loss, _), _ = _vg("semi_hard")(emb, ids, 0.1)
   # Pairs (0,1): no negative beyond 2 -> farthest (1.0): 2 - 1 + 0.1 = 1.1.
   # Pair (1,0): negatives at distance 1.5 and 1.0, none beyond 2 -> the
   # farthest, 1.5: 2 - 1.5 + 0.1 = 0.6. Mean = 0.85.
@@ -78,59 +81,54 @@ def test_semi_hard_falls_back_to_farthest_negative():
 
 def test_perfect_clusters_have_zero_batch_hard_loss():
   centres = np.eye(5, 4, dtype=np.float32) * 10
-  emb = centres[IDS] + RNG.normal(size=(len(IDS), 4)).astype(np.float32) * 0.01
-  loss, aux = _jit("batch_hard", False)(emb, IDS)
+  emb = centres[IDS] + _emb(0.01)
+  (loss, aux), _ = _vg("batch_hard")(emb, IDS, 0.3)
   assert loss == 0.0 and aux["frac_active"] == 0.0
-  shuffled, _ = _jit("batch_hard", False)(emb, np.roll(IDS, 1))
+  (shuffled, _), _ = _vg("batch_hard")(emb, np.roll(IDS, 1), 0.3)
   assert shuffled > 1.0
 
 
 @pytest.mark.parametrize("case", ["identical", "zeros", "batch_of_2"])
 @pytest.mark.parametrize("mining", metric.MININGS)
 def test_finite_value_and_grad(mining, case):
-  emb = {
-    "identical": np.ones((4, 3), np.float32),
-    "zeros": np.zeros((4, 3), np.float32),
-    "batch_of_2": RNG.normal(size=(2, 3)).astype(np.float32),
+  emb, ids = {
+    "identical": (np.ones((len(IDS), 4), np.float32), IDS),
+    "zeros": (np.zeros((len(IDS), 4), np.float32), IDS),
+    "batch_of_2": (_emb()[:2], np.array([0, 0], np.int32)),
   }[case]
-  ids = np.array([0, 1] if case == "batch_of_2" else [0, 0, 1, 1], np.int32)
-  (loss, aux), grad = _jit(mining, False, grad=True)(emb, ids)
+  (loss, aux), grad = _vg(mining)(emb, ids, 0.3)
   chex.assert_tree_all_finite((loss, aux, grad))
 
 
 def test_no_positive_pair_under_jit_gives_zero_and_flag():
-  emb = RNG.normal(size=(4, 3)).astype(np.float32)
-  ids = np.arange(4, dtype=np.int32)
+  emb, ids = _emb(), np.arange(len(IDS), dtype=np.int32)
   for mining in metric.MININGS:
-    (loss, aux), grad = _jit(mining, False, grad=True)(emb, ids)
+    (loss, aux), grad = _vg(mining)(emb, ids, 0.3)
     assert loss == 0.0 and aux["frac_valid"] == 0.0
     np.testing.assert_array_equal(grad, 0.0)
 
 
 def test_bfloat16_inputs():
-  emb = RNG.normal(size=(len(IDS), 4)).astype(np.float32)
-  bf = jnp.asarray(emb, jnp.bfloat16)
-  (loss, _), grad = _jit("batch_hard", False, grad=True)(bf, IDS)
+  bf = jnp.asarray(_emb(), jnp.bfloat16)
+  (loss, _), grad = _vg("batch_hard")(bf, IDS, 0.3)
   assert loss.dtype == jnp.float32 and grad.dtype == jnp.bfloat16
-  (want, _), _ = _jit("batch_hard", False, grad=True)(
-    bf.astype(jnp.float32), IDS
-  )
+  (want, _), _ = _vg("batch_hard")(bf.astype(jnp.float32), IDS, 0.3)
   np.testing.assert_allclose(loss, want, rtol=1e-6)
 
 
 def test_bad_inputs_raise():
-  emb = jnp.zeros((4, 3))
+  emb = np.zeros((4, 3), np.float32)
   with pytest.raises(ValueError, match=r"ids must be \[b\].*\(4, 3\).*\(3,\)"):
-    metric.triplet(emb, jnp.zeros(3, jnp.int32))
+    metric.triplet(emb, np.zeros(3, np.int32))
   with pytest.raises(
     ValueError, match=r"ids of shape \(4,\) hold no positive pair"
   ):
-    metric.triplet(emb, jnp.arange(4))
+    metric.triplet(emb, np.arange(4))
   with pytest.raises(ValueError, match="single identity"):
-    metric.triplet(emb, jnp.zeros(4, jnp.int32))
+    metric.triplet(emb, np.zeros(4, np.int32))
   with pytest.raises(ValueError, match="mining must be one of"):
-    metric.triplet(emb, jnp.array([0, 0, 1, 1]), mining="hardest")
+    metric.triplet(emb, np.array([0, 0, 1, 1]), mining="hardest")
   with pytest.raises(ValueError, match=r"emb must be \[b, d\]"):
-    metric.triplet(emb[:, 0], jnp.array([0, 0, 1, 1]))
+    metric.triplet(emb[:, 0], np.array([0, 0, 1, 1]))
   with pytest.raises(ValueError, match="margin must be >= 0"):
-    metric.triplet(emb, jnp.array([0, 0, 1, 1]), margin=-1.0)
+    metric.triplet(emb, np.array([0, 0, 1, 1]), margin=-1.0)
