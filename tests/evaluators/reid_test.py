@@ -136,6 +136,22 @@ def test_exact_ties_broken_by_gallery_index():
   assert got["num_valid_queries"] == n
 
 
+def test_exact_ties_in_few_candidate_rows():
+  # Matches take integer distances 0..9 and so do ~50 other entries per
+  # row: few candidates (compressed, not whole rows sorted), many ties.
+  rng = np.random.default_rng(8)
+  q_ids, g_ids = rng.integers(0, 100, 30), rng.integers(0, 100, 2000)
+  q_cams, g_cams = rng.integers(0, 2, 30), rng.integers(0, 2, 2000)
+  dist = rng.integers(0, 400, (30, 2000)).astype(np.float32)
+  same = q_ids[:, None] == g_ids[None]
+  dist[same] = rng.integers(0, 10, same.sum())
+  cmc, ap, inp, n = ref_metrics(dist, q_ids, q_cams, g_ids, g_cams, 50)
+  got = reid.evaluate_distances(dist, q_ids, q_cams, g_ids, g_cams)
+  np.testing.assert_allclose(got["cmc"], cmc)
+  assert (got["mAP"], got["mINP"]) == pytest.approx((ap, inp), abs=1e-12)
+  assert got["num_valid_queries"] == n
+
+
 def test_dense_candidates_path():
   # Hopeless features: each row's hardest match is deep, so rows take the
   # whole-row sort branch.
