@@ -133,7 +133,8 @@ def _kept_ranks(dist, rows, cols, vals, removed):
     row, pv = dist[rows[a]], vals[a:b]
     mask = row <= pv[-1]
     # A dense candidate set is cheaper to sort whole than to compress.
-    cand = np.sort(row if 4 * np.count_nonzero(mask) > g else row[mask])
+    cand = row.copy() if 4 * np.count_nonzero(mask) > g else row[mask]
+    cand.sort()
     less = np.searchsorted(cand, pv, "left")
     ties = np.searchsorted(cand, pv, "right") - less > 1
     for t in np.flatnonzero(ties):  # rare: exactly equal distances
@@ -244,10 +245,10 @@ def _rows_per_chunk(n_gallery):
   return max(256, _CHUNK_ELEMENTS // n_gallery)
 
 
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-  x = x.astype(np.float32)
+def _l2_normalize(x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+  x = np.asarray(x, np.float32)
   norm = np.sqrt(np.einsum("nd,nd->n", x, x))[:, None]
-  return x / np.maximum(norm, np.float32(1e-12))
+  return x / (np.maximum(norm, np.float32(1e-12)) / np.float32(scale))
 
 
 def evaluate(
@@ -301,7 +302,7 @@ def evaluate(
     _labels(gallery_cams, "gallery_cams", len(g)),
   )
   if metric == "cosine":  # rank by -cos: the matmul gives it directly
-    qa, g, bias = -_l2_normalize(q), _l2_normalize(g), None
+    qa, g, bias = _l2_normalize(q, -1.0), _l2_normalize(g), None
   else:  # |q|^2 is constant per row, so rank by |g|^2 - 2 q.g
     qa, g = -2.0 * q.astype(np.float32), g.astype(np.float32)
     bias = np.einsum("nd,nd->n", g, g)
