@@ -10,6 +10,7 @@ pass --distributed (cluster auto-detection) or --coordinator_address,
 --num_processes and --process_id; JAX's runtime does the rest.
 """
 
+import importlib.util
 import os
 import sys
 from typing import Any
@@ -108,12 +109,51 @@ def main(argv: list[str]) -> None:
   run(_CONFIG.value, _WORKDIR.value, _MODE.value)
 
 
+def check_overrides(argv: list[str]) -> None:
+  """Fails early, listing the valid fields, on an unknown --config.a.b=v.
+
+  ml_collections reports only the missing name; users need the choices.
+  """
+  spec = next(
+    (a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None
+  )
+  paths = [
+    a[len("--config.") :].split("=", 1)[0]
+    for a in argv
+    if a.startswith("--config.")
+  ]
+  if not spec or not paths:
+    return
+  path, _, arg = spec.partition(":")
+  try:
+    module_spec = importlib.util.spec_from_file_location("_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(*([arg] if arg else []))
+  except Exception:  # a broken config file or arg: absl reports it below
+    return
+  for override in paths:
+    node, walked = config, "config"
+    for key in override.split("."):
+      keys = list(node.keys()) if hasattr(node, "keys") else []
+      if key not in keys:
+        raise app.UsageError(
+          f"--config.{override}: {walked} has no field {key!r}; valid "
+          f"fields are: {', '.join(sorted(keys))}"
+        )
+      node, walked = node[key], f"{walked}.{key}"
+
+
 def entry_point() -> None:
   """Console script `idlearn` (declared in setup.py)."""
   # Config files import `configs.common` relative to the working directory,
   # as they do under `python -m idlearn.main`.
   if os.getcwd() not in sys.path:
     sys.path.insert(0, os.getcwd())
+  try:
+    check_overrides(sys.argv)
+  except app.UsageError as e:
+    sys.exit(f"error: {e}")
   app.run(main)
 
 
