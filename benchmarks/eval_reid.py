@@ -161,6 +161,7 @@ def main():
   p.add_argument("--rss-size", type=int, default=100_000)
   p.add_argument("--rss-only", action="store_true")
   p.add_argument("--no-rss", action="store_true")
+  p.add_argument("--no-peers", action="store_true", help="idlearn rows only")
   p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.child:
@@ -184,14 +185,16 @@ def bench_market(a):
       lambda: reid.evaluate(*args, num_threads=0),
       a.repeats,
     ),
-    ("NumPy per-query loop", lambda: numpy_loop(*args), 1),
+    ("NumPy per-query loop", lambda: numpy_loop(*args), 0 if a.no_peers else 1),
   ):
-    rows.append((name, *timed(fn, reps), 1.0))
+    if reps:
+      rows.append((name, *timed(fn, reps), 1.0))
   k = a.torchreid_queries
-  sub = tuple(x[:k] for x in args[:3]) + args[3:]
-  wall, cpu, out = timed(lambda: torchreid_eval(*sub), 1)
-  name = "torchreid evaluate_rank (Python)"
-  rows.append((name, wall, cpu, out, NQ / k))
+  if not a.no_peers:
+    sub = tuple(x[:k] for x in args[:3]) + args[3:]
+    wall, cpu, out = timed(lambda: torchreid_eval(*sub), 1)
+    name = "torchreid evaluate_rank (Python)"
+    rows.append((name, wall, cpu, out, NQ / k))
   print(f"load average after: {os.getloadavg()}\n")
   print(
     "| method | wall s | CPU s | mAP | rank-1 | vs torchreid-Cython 3.86 s |"
