@@ -99,9 +99,6 @@ def _per_image(k: jax.Array, img: jax.Array, s: dict) -> jax.Array:
     img = ops.resized_crop(img, box, s["size"])
   elif s["size"] != (hh, ww):
     img = ops.resized_crop(img, jnp.array([0.0, 0.0, hh, ww]), s["size"])
-  # Materialise the crop: otherwise XLA fuses its gathers into every later
-  # op (13 blur taps, colour passes) and recomputes them (4x slower, CPU).
-  img = jax.lax.optimization_barrier(img)
   if s["pad"]:
     img = ops.pad_crop(ks[1], img, int(s["pad"]))
   img = _apply(u[0], s["flip"], lambda t: t[:, :, ::-1], img)

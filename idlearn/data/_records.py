@@ -181,7 +181,12 @@ class IdentityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         f"({log.num_unparseable} unparseable names, {log.num_corrupt} "
         "corrupt files). " + self.manual_instructions()
       )
-    logging.info("%s/%s build log: %s", self.name, split, log.as_dict())
+    skipped = log.num_unparseable + log.num_corrupt
+    (logging.warning if skipped else logging.info)(
+      "%s/%s: %d examples, skipped %d unparseable names and %d corrupt "
+      "images (info.metadata['build_log'])", self.name, split, log.examples,
+      log.num_unparseable, log.num_corrupt,
+    )  # fmt: skip
     # Written into metadata.json together with the dataset (atomically).
     self.info.metadata["build_log"] = {
       k: v.as_dict() for k, v in self._logs.items()
