@@ -2,7 +2,8 @@ r"""SimCLR (self-supervised, two views) on PKU-Reid, evaluated on held-out ids.
 
 NT-Xent between two generically augmented views (random resized crop, flip,
 colour jitter 0.4 with p=0.8, grayscale 0.2), projection MLP head, labels
-unused for training. Evaluated like the quickstart (12 held-out ids).
+unused for training. Same encoder (quarter-width ResNet-18, last stride 1)
+and budget (10 epochs) as configs/quickstart.py, evaluated the same way.
 
   python -m idlearn.main --config=configs/simclr_pku_reid.py \
       --workdir=runs/simclr_pku_reid
@@ -23,11 +24,12 @@ TRAIN_IMAGES = 992  # pku_reid train split
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(
-    arg, encoder="osnet_x0_25", epochs=10, height=128, width=64, batch=64,
+    arg, encoder="resnet18", width=16, epochs=10, height=128, width_px=64,
+    batch=64,
     seed=0, smoke=False,
   )  # fmt: skip
   c = ml_collections.ConfigDict()
-  size = (arg.height, arg.width)
+  size = (arg.height, arg.width_px)
   c.seed = arg.seed
   c.total_steps = arg.epochs * TRAIN_IMAGES // arg.batch
   c.log_steps = 10
@@ -47,8 +49,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     color_p=0.8, grayscale=0.2,
   )  # fmt: skip
   c.views = dict(a=dict(view), b=dict(view))
+  encoder_kw = {}
+  if arg.encoder.startswith("resnet"):  # as configs/quickstart.py
+    w = arg.width
+    encoder_kw = dict(last_stride=1, widths=(w, 2 * w, 4 * w, 8 * w))
   c.model = dict(
-    encoder=arg.encoder, encoder_kw={}, head="projection", proj_hidden=512,
+    encoder=arg.encoder, encoder_kw=encoder_kw, head="projection",
+    proj_hidden=512,
     proj_out=128, proj_layers=2, dtype="float32",
   )  # fmt: skip
   c.loss = dict(name="info_nce", on="proj", temperature=0.1)
@@ -69,6 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.input.image_size = c.evals.pku_reid.image_size = small
     c.views.a.size = c.views.b.size = small
     c.model.encoder = "resnet_tiny"
+    c.model.encoder_kw = dict(last_stride=1)
     c.model.proj_hidden, c.model.proj_out = 32, 16
     c.optim.warmup_steps = 0
   return c

@@ -47,7 +47,7 @@ def test_smoke_runs_two_steps_then_resumes(name):
   config.lock()
   workdir = tempfile.mkdtemp()
   results = main.run(config, workdir)
-  assert sorted(os.listdir(Path(workdir, "checkpoints"))) == ["1", "2"]
+  assert "2" in os.listdir(Path(workdir, "checkpoints"))
   assert {"train/loss", "eval/pku_reid/rank1"} <= set(results)
   config.unlock()
   config.total_steps = 3

@@ -287,3 +287,16 @@ def test_concurrent_prepare_builds_once(tmp_path):
   built = list(tmp_path.glob("market1501/bundled/*/dataset_info.json"))
   assert len(built) == 1
   assert not list(tmp_path.glob("market1501/bundled/incomplete*"))
+
+
+def test_split_meta_is_cached_next_to_the_records(built):
+  b = built("market1501")
+  want = sources.split_meta(b, "query")
+  cache = Path(b.data_path) / "idlearn_meta-query.npz"
+  assert cache.exists()
+  sources._split_meta.cache_clear()
+  got = sources.split_meta(b, "query")  # now from the .npz
+  assert sorted(got) == sorted(want)
+  for k in want:
+    np.testing.assert_array_equal(got[k], want[k])
+  np.testing.assert_array_equal(got["id"], sources._read_meta(b, "query")["id"])

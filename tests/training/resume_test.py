@@ -63,42 +63,32 @@ def straight():
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_repeats_the_same_losses(straight):
+def test_sigterm_then_kill_9_then_resume_repeat_the_same_losses(straight):
+  """SIGTERM -> clean save + exit 0; resume; kill -9 -> resume; = straight."""
   workdir = tempfile.mkdtemp()
   try:
-    proc = _launch(workdir, "--ckpt_steps", "5", "--sleep", "0.3")
-    ckpt10 = Path(workdir, "checkpoints", "10")
-    _wait_for(ckpt10.exists, proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = max(tiny.read_losses(workdir))
-    assert 10 <= killed_at < 20
-    _finish(workdir, "--ckpt_steps", "5")
-    got = tiny.read_losses(workdir)
-    # Bitwise: the resumed run recomputes steps 11.. from checkpoint 10
-    # (params, BatchNorm stats, optimizer, RNG and input position).
-    assert [got[s] for s in range(1, 21)] == [straight[s] for s in range(1, 21)]
-  finally:
-    shutil.rmtree(workdir)
-
-
-@pytest.mark.slow
-def test_sigterm_saves_exits_cleanly_and_resumes(straight):
-  workdir = tempfile.mkdtemp()
-  try:
-    proc = _launch(workdir, "--ckpt_steps", "100", "--sleep", "0.3")
+    args = ["--ckpt_steps", "5", "--sleep", "0.15"]
+    proc = _launch(workdir, *args)
     metrics = Path(workdir, "metrics.jsonl")
     _wait_for(
-      lambda: metrics.exists() and metrics.read_text().count("\n") >= 3, proc
+      lambda: metrics.exists() and metrics.read_text().count("\n") >= 2,
+      proc,
     )
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
     saved = sorted(int(s) for s in os.listdir(Path(workdir, "checkpoints")))
-    assert len(saved) == 1 and 3 <= saved[0] < 20
-    assert max(tiny.read_losses(workdir)) == saved[0]
-    _finish(workdir, "--ckpt_steps", "100")
+    stopped = max(tiny.read_losses(workdir))
+    assert saved[-1] == stopped and 2 <= stopped < 10  # saved off-interval
+    proc = _launch(workdir, *args)
+    _wait_for(Path(workdir, "checkpoints", "10").exists, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert 10 <= max(tiny.read_losses(workdir)) < 20
+    _finish(workdir, "--ckpt_steps", "5")
     got = tiny.read_losses(workdir)
+    # Bitwise: each resumed run recomputes its steps from the checkpoint
+    # (params, BatchNorm stats, optimizer state, RNG and input position).
     assert [got[s] for s in range(1, 21)] == [straight[s] for s in range(1, 21)]
   finally:
     shutil.rmtree(workdir)
