@@ -27,6 +27,7 @@ GREEN = (0, 170, 0)  # frame of a correct match
 RED = (220, 0, 0)  # frame of a wrong match
 GREY = (128, 128, 128)  # frame of the query
 BLUE = (0, 90, 220)  # frame of the first true match in a failure row
+_CHUNK_ELEMENTS = 1 << 22  # distances per query chunk in rank_gallery
 TITLE_PX = 26  # white rows above each grid row for the cell captions
 GAP_PX = 6  # white pixels between cells
 
@@ -87,7 +88,11 @@ def rank_gallery(
   metric: str = "cosine",
   top_k: int = 10,
 ) -> Ranking:
-  """Ranks the gallery for every query (for pictures of small sets).
+  """Ranks the gallery for every query, keeping the top `top_k`.
+
+  Queries are processed in row chunks (about 32 MiB of distances each) and
+  only the top entries are sorted, so a Market-1501-sized set (3k x 16k)
+  takes seconds.
 
   Args:
     query_feats: [q, d] features; query_ids, query_cams: [q] labels.
@@ -97,31 +102,56 @@ def rank_gallery(
   Returns:
     A `Ranking`; ties are broken by gallery index.
   """
+  qf, gf = np.asarray(query_feats), np.asarray(gallery_feats)
   qi, qc = np.asarray(query_ids), np.asarray(query_cams)
   gi, gc = np.asarray(gallery_ids), np.asarray(gallery_cams)
-  dist = distances(query_feats, gallery_feats, metric=metric)
-  if qi.shape != (dist.shape[0],) or qc.shape != qi.shape:
-    raise ValueError(f"query_ids/query_cams must have shape ({dist.shape[0]},)")
-  if gi.shape != (dist.shape[1],) or gc.shape != gi.shape:
+  if qi.shape != (len(qf),) or qc.shape != qi.shape:
+    raise ValueError(f"query_ids/query_cams must have shape ({len(qf)},)")
+  if gi.shape != (len(gf),) or gc.shape != gi.shape:
+    raise ValueError(f"gallery_ids/gallery_cams must have shape ({len(gf)},)")
+  if not len(gf) or top_k < 1:
     raise ValueError(
-      f"gallery_ids/gallery_cams must have shape ({dist.shape[1]},)"
+      f"need a non-empty gallery and top_k >= 1, got {len(gf)} gallery "
+      f"entries and top_k={top_k}"
     )
-  same_id = qi[:, None] == gi[None]  # [q, g]
+  k = min(top_k, len(gf))
+  chunk = max(1, _CHUNK_ELEMENTS // len(gf))
+  parts = [
+    _rank_chunk(
+      distances(qf[i : i + chunk], gf, metric=metric),
+      qi[i : i + chunk], qc[i : i + chunk], gi, gc, k,
+    )
+    for i in range(0, len(qf), chunk)
+  ]  # fmt: skip
+  return Ranking(*(np.concatenate(p) for p in zip(*parts, strict=True)))
+
+
+def _rank_chunk(dist, qi, qc, gi, gc, k) -> Ranking:
+  """Ranking of one query chunk from its [c, g] distances."""
+  same_id = qi[:, None] == gi[None]  # [c, g]
   dist[same_id & (qc[:, None] == gc[None])] = np.inf  # removed entries
-  order = np.argsort(dist, axis=1, kind="stable")  # [q, g]
-  sorted_dist = np.take_along_axis(dist, order, axis=1)
-  true_sorted = np.take_along_axis(same_id, order, axis=1) & np.isfinite(
-    sorted_dist
-  )
-  has_true = true_sorted.any(axis=1)
-  first = np.where(has_true, true_sorted.argmax(axis=1), -1)
+  cols = np.arange(dist.shape[1])
+  # Nearest true match: lowest distance, then lowest index (argmin's rule).
+  true_dist = np.where(same_id, dist, np.inf)
+  first_index = true_dist.argmin(axis=1)  # [c]
   rows = np.arange(len(qi))
-  first_index = np.where(has_true, order[rows, np.maximum(first, 0)], -1)
-  first_dist = np.where(
-    has_true, sorted_dist[rows, np.maximum(first, 0)], np.inf
-  )
-  k = min(top_k, dist.shape[1])
-  index, top_dist = order[:, :k], sorted_dist[:, :k]
+  first_dist = true_dist[rows, first_index]
+  # Its rank: kept entries ordered before it by (distance, index).
+  d, ix = first_dist[:, None], first_index[:, None]
+  first = ((dist < d) | ((dist == d) & (cols < ix))).sum(axis=1)
+  none = ~np.isfinite(first_dist)
+  first[none], first_index[none] = -1, -1
+  # Top k: partition, then sort the k by (distance, index); rows with ties
+  # at the k-th distance take the full stable sort instead.
+  cand = np.argpartition(dist, k - 1, axis=1)[:, :k]  # [c, k]
+  cand_dist = np.take_along_axis(dist, cand, axis=1)
+  kth = cand_dist.max(axis=1, keepdims=True)
+  exact = (dist == kth).sum(1) == (cand_dist == kth).sum(1)
+  order = np.lexsort((cand, cand_dist), axis=1)
+  index = np.take_along_axis(cand, order, axis=1)
+  for r in np.flatnonzero(~exact):
+    index[r] = np.argsort(dist[r], kind="stable")[:k]
+  top_dist = np.take_along_axis(dist, index, axis=1)
   index = np.where(np.isfinite(top_dist), index, -1)
   correct = (gi[index] == qi[:, None]) & (index >= 0)
   return Ranking(index, top_dist, correct, first, first_index, first_dist)

@@ -56,6 +56,31 @@ def test_rank_gallery_matches_loop(metric):
   np.testing.assert_allclose(r.dist, dist[rows[:, None], want_index])
 
 
+def test_rank_gallery_ties_and_chunks_match_loop(monkeypatch):
+  # Integer features on a coarse grid: many equal distances, also at the
+  # k-th place; 7 rows per chunk.
+  rng = np.random.default_rng(5)
+  qf, gf = rng.integers(0, 3, (20, 2)), rng.integers(0, 3, (40, 2))
+  qi, qc = rng.integers(0, 4, 20), rng.integers(0, 2, 20)
+  gi, gc = rng.integers(0, 4, 40), rng.integers(0, 2, 40)
+  monkeypatch.setattr(plots, "_CHUNK_ELEMENTS", 7 * 40)
+  r = plots.rank_gallery(qf, qi, qc, gf, gi, gc, metric="euclidean", top_k=6)
+  dist = np.sqrt(((qf[:, None] - gf[None]) ** 2).sum(-1))
+  want_index, want_first = _reference_ranking(dist, qi, qc, gi, gc, 6)
+  np.testing.assert_array_equal(r.index, want_index)
+  np.testing.assert_array_equal(r.first_true, want_first)
+  valid = want_first >= 0
+  kept_true = [
+    [g for g in range(40) if gi[g] == qi[q] and gc[g] != qc[q]]
+    for q in range(20)
+  ]
+  for q in np.flatnonzero(valid):
+    best = min(kept_true[q], key=lambda g: (dist[q, g], g))
+    assert r.first_true_index[q] == best
+    assert r.first_true_dist[q] == dist[q, best]
+  assert (r.first_true_index[~valid] == -1).all()
+
+
 def test_ranking_cmc_equals_reid_evaluate():
   qf, qi, qc = _random_set(2, n=40)
   r = plots.rank_gallery(qf, qi, qc, qf, qi, qc, top_k=5)
