@@ -8,12 +8,14 @@ precision at every true match. mINP (Ye et al. 2021) is `m / (R + 1)` with m
 true matches and R the 0-based rank of the hardest one.
 
 Speed and memory: the query set is processed in row chunks; each chunk's
-distances are one float32 matmul. No row is fully sorted: a true match's
-rank is the number of kept gallery entries closer than it, and only entries
-no farther than the hardest true match can be closer, so each row keeps just
-those candidates and sorts them (few for a useful model). Memory is a
-chunk of distances plus the features, independent of the query count.
-Ties in distance are broken by gallery index (as a stable sort would).
+distances are one float32 matmul, and threads rank a chunk while the next
+one's matmul runs. A true match's rank is the number of kept gallery
+entries closer than it, and only entries no farther than the query's
+hardest true match can be closer, so a row keeps and sorts just those
+candidates (few for a useful model; a row with many is sorted whole).
+Memory is a few chunks of distances plus the features, independent of the
+query count. Ties in distance are broken by gallery index (as a stable sort
+would).
 """
 
 from __future__ import annotations
