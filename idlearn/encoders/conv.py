@@ -14,6 +14,7 @@ flax's "SAME", which pads stride-2 convs asymmetrically and silently breaks
 weight import.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -38,18 +39,21 @@ def _out_size(size: int, k: int, stride: int, padding: int) -> int:
   return (size + 2 * padding - k) // stride + 1
 
 
-def _taps(x: jax.Array, k: int, stride: int, padding: int) -> list[jax.Array]:
+def _taps(
+  x: jax.Array, k: int, stride: int, padding: int, pad_value: float = 0.0
+) -> list[jax.Array]:
   """The k*k shifted (and strided) views of padded x, row-major over taps.
 
   Args:
     x: [n, h, w, c].
+    pad_value: value of the padding.
   Returns: k*k arrays [n, ho, wo, c]; tap (i, j) is element i * k + j.
   """
   n, h, w, c = x.shape
   ho, wo = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
   if padding:
     pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    x = jnp.pad(x, pads)
+    x = jnp.pad(x, pads, constant_values=pad_value)
   out = []
   for i in range(k):
     for j in range(k):
@@ -71,12 +75,44 @@ def _matmul_conv(x, kernel, stride, padding):
 
 def _depthwise_conv(x, kernel, stride, padding):
   """Sum over taps of shifted x times per-channel weights; kernel [k,k,1,c]."""
+  if stride == 1 and padding < kernel.shape[0]:
+    return _depthwise_s1(x, kernel, padding)
+  return _depthwise_taps(x, kernel, stride, padding)
+
+
+def _depthwise_taps(x, kernel, stride, padding):
   k = kernel.shape[0]
   taps = _taps(x, k, stride, padding)
   out = taps[0] * kernel[0, 0, 0]
   for t in range(1, k * k):
     out = out + taps[t] * kernel[t // k, t % k, 0]
   return out
+
+
+# Stride-1 depthwise conv with a hand-written gradient. Autodiff of the tap
+# sum gives dx as nine padded cotangents, which XLA fuses into the next
+# matmul's operands and recomputes there (a 1x1 + depthwise pair ran 4x
+# slower than its parts); here dx is itself a depthwise conv (flipped
+# kernel) and dw nine reductions.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _depthwise_s1(x, kernel, padding):
+  return _depthwise_taps(x, kernel, 1, padding)
+
+
+def _depthwise_s1_fwd(x, kernel, padding):
+  return _depthwise_taps(x, kernel, 1, padding), (x, kernel)
+
+
+def _depthwise_s1_bwd(padding, res, g):
+  x, kernel = res
+  k = kernel.shape[0]
+  dx = _depthwise_taps(g, kernel[::-1, ::-1], 1, k - 1 - padding)
+  taps = _taps(x, k, 1, padding)
+  dw = jnp.stack([jnp.einsum("nhwc,nhwc->c", t, g) for t in taps])
+  return dx, dw.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_depthwise_s1.defvjp(_depthwise_s1_fwd, _depthwise_s1_bwd)
 
 
 def _native_conv(x, kernel, stride, padding, groups):
@@ -207,8 +243,12 @@ def instance_norm(dtype: Dtype, name: str | None = None):
 
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-  """MaxPool2d(3, stride=2, padding=1); padding never wins the max."""
-  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  """MaxPool2d(3, stride=2, padding=1); padding never wins the max.
+
+  A max over 9 shifted views rather than reduce_window: the gradient of
+  XLA's CPU reduce_window max (select_and_scatter) is ~25x slower.
+  """
+  return functools.reduce(jnp.maximum, _taps(x, 3, 2, 1, -jnp.inf))
 
 
 class GeM(nn.Module):

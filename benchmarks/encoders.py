@@ -1,0 +1,152 @@
+r"""Encoder speed on CPU: idlearn (JAX) vs the same PyTorch model, same run.
+
+Forward (eval mode) and forward+backward (train mode, gradient of a scalar
+loss w.r.t. all params) images/s for resnet18, resnet50 and osnet_x1_0 at
+256x128, batch 64, plus FLOPs from XLA's cost analysis (XLA counts a
+multiply-add as 2 FLOPs, and counts elementwise ops too).
+
+PyTorch side: torchvision-layout ResNets from the import tests (torchvision
+is not installed) and torchreid's own OSNet, with torch.set_num_threads set
+to the cores JAX uses.
+
+  python benchmarks/encoders.py                      # the table of the note
+  python benchmarks/encoders.py --models=resnet18 --batch=16 --reps=2 \
+      --impls=auto,native,matmul                     # compare conv paths
+"""
+
+import argparse
+import importlib.util
+import os
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from idlearn import encoders
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(path: pathlib.Path, name: str):
+  spec = importlib.util.spec_from_file_location(name, path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def torch_model(name: str) -> torch.nn.Module:
+  """The PyTorch model of `name`, returning pooled features like ours."""
+  if name.startswith("resnet"):
+    ref = _load(_ROOT / "tests/pretrained/torch_import_test.py", "_tv")
+    block, layers = {
+      "resnet18": (ref._TVBasic, (2, 2, 2, 2)),
+      "resnet50": (ref._TVBottleneck, (3, 4, 6, 3)),
+    }[name]
+    return ref.TorchvisionResNet(block, layers)
+  spec = importlib.util.find_spec("torchreid")
+  root = pathlib.Path(next(iter(spec.submodule_search_locations)))
+  osnet = _load(root / "reid/models/osnet.py", "_osnet")
+  # Eval mode returns the fc features; train mode the 751-way logits (the
+  # classifier costs 0.04% of the FLOPs).
+  return getattr(osnet, name)(num_classes=751, pretrained=False)
+
+
+def _time(fn, reps: int) -> float:
+  fn()  # warm-up (and compile)
+  best = float("inf")
+  for _ in range(reps):
+    t = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t)
+  return best
+
+
+def bench_jax(name, images, impl, reps):
+  model = encoders.get_encoder(name, impl=impl)
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), images[:1])
+  fwd = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+
+  def loss(params, stats, x):
+    (emb, _), upd = model.apply(
+      {"params": params, "batch_stats": stats},
+      x,
+      train=True,
+      mutable=["batch_stats"],
+    )
+    return jnp.mean(jnp.square(emb)), upd
+
+  step = jax.jit(jax.grad(loss, has_aux=True))
+  args = (variables["params"], variables["batch_stats"], images)
+  flops = [
+    f.lower(*a).compile().cost_analysis().get("flops", 0.0)
+    for f, a in ((fwd, (variables, images)), (step, args))
+  ]
+  t_fwd = _time(lambda: fwd(variables, images).block_until_ready(), reps)
+  t_step = _time(lambda: jax.block_until_ready(step(*args)), reps)
+  return t_fwd, t_step, flops
+
+
+def bench_torch(name, images, reps):
+  model = torch_model(name)
+  x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous()
+
+  def fwd():
+    model.eval()
+    with torch.no_grad():
+      model(x)
+
+  def step():
+    model.train()
+    model.zero_grad(set_to_none=True)
+    model(x).square().mean().backward()
+
+  return _time(fwd, reps), _time(step, reps)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", default="resnet18,resnet50,osnet_x1_0")
+  p.add_argument("--impls", default="auto")
+  p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--size", default="256,128")
+  p.add_argument("--reps", type=int, default=2)
+  args = p.parse_args()
+  threads = len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+  h, w = (int(s) for s in args.size.split(","))
+  images = jax.random.normal(
+    jax.random.key(0, impl="rbg"), (args.batch, h, w, 3)
+  )
+  print(
+    f"batch {args.batch}, {h}x{w}, {threads} threads, jax "
+    f"{jax.__version__}, torch {torch.__version__}; images/s (best of "
+    f"{args.reps}); GFLOP/img from XLA cost analysis"
+  )
+  head = (
+    f"{'model':<11} {'impl':<7} {'fwd jax':>8} {'fwd torch':>9} "
+    f"{'ratio':>6} {'f+b jax':>8} {'f+b torch':>9} {'ratio':>6} "
+    f"{'GF fwd':>7} {'GF f+b':>7}"
+  )
+  print(head)
+  print("-" * len(head))
+  n = args.batch
+  for name in args.models.split(","):
+    tt_fwd, tt_step = bench_torch(name, images, args.reps)
+    for impl in args.impls.split(","):
+      tj_fwd, tj_step, (f_fwd, f_step) = bench_jax(
+        name, images, impl, args.reps
+      )
+      print(
+        f"{name:<11} {impl:<7} {n / tj_fwd:8.1f} {n / tt_fwd:9.1f} "
+        f"{tt_fwd / tj_fwd:6.2f} {n / tj_step:8.1f} {n / tt_step:9.1f} "
+        f"{tt_step / tj_step:6.2f} {f_fwd / n / 1e9:7.2f} "
+        f"{f_step / n / 1e9:7.2f}",
+        flush=True,
+      )
+
+
+if __name__ == "__main__":
+  main()
