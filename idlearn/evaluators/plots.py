@@ -2,8 +2,8 @@
 
 Figures are built with matplotlib's object API on the Agg canvas (no
 pyplot, no display, no global backend switch), so this works in scripts,
-CI and notebooks alike; a notebook shows a returned `Figure` with
-`display(fig)`.
+CI and notebooks alike; a notebook shows a returned `Figure` once
+`%matplotlib inline` has registered IPython's PNG formatter.
 
   ranking = plots.rank_gallery(qf, q["id"], q["cam"], gf, g["id"], g["cam"])
   fig = plots.retrieval_grid(q["image"], g["image"], ranking, [0, 5, 9])
@@ -206,6 +206,28 @@ def _check_images(images: Any, name: str) -> np.ndarray:
   return images
 
 
+def _grid_cells(qimg, gimg, ranking, queries, query_ids, gallery_ids, extra):
+  """[(row, col, image, frame colour, caption)] of a retrieval grid."""
+
+  def label(ids, i):
+    return "" if ids is None else f" id {np.asarray(ids)[i]}"
+
+  cells = []
+  for r, qi in enumerate(queries):
+    cells.append((r, 0, qimg[qi], GREY, f"query{label(query_ids, qi)}"))
+    for c, gi in enumerate(ranking.index[qi]):
+      if gi >= 0:
+        color = GREEN if ranking.correct[qi, c] else RED
+        text = f"#{c + 1}{label(gallery_ids, gi)}\nd={ranking.dist[qi, c]:.2f}"
+        cells.append((r, c + 1, gimg[gi], color, text))
+    gi = ranking.first_true_index[qi]
+    if extra and gi >= 0:
+      text = f"true @#{ranking.first_true[qi] + 1}\n"
+      text += f"d={ranking.first_true_dist[qi]:.2f}"
+      cells.append((r, ranking.index.shape[1] + 1, gimg[gi], BLUE, text))
+  return cells
+
+
 def retrieval_grid(
   query_images: Any,
   gallery_images: Any,
@@ -254,23 +276,9 @@ def retrieval_grid(
   if not queries:
     raise ValueError("queries is empty: give at least one query index")
   s = max(1, -(-min_height // gimg.shape[1]))
-  cells = []  # (row, col, image, colour, text)
-
-  def label(ids, i):
-    return "" if ids is None else f" id {np.asarray(ids)[i]}"
-
-  for r, qi in enumerate(queries):
-    cells.append((r, 0, qimg[qi], GREY, f"query{label(query_ids, qi)}"))
-    for c, gi in enumerate(ranking.index[qi]):
-      if gi >= 0:
-        color = GREEN if ranking.correct[qi, c] else RED
-        text = f"#{c + 1}{label(gallery_ids, gi)}\nd={ranking.dist[qi, c]:.2f}"
-        cells.append((r, c + 1, gimg[gi], color, text))
-    gi = ranking.first_true_index[qi]
-    if show_first_true and gi >= 0:
-      text = f"true @#{ranking.first_true[qi] + 1}\n"
-      text += f"d={ranking.first_true_dist[qi]:.2f}"
-      cells.append((r, ranking.index.shape[1] + 1, gimg[gi], BLUE, text))
+  cells = _grid_cells(
+    qimg, gimg, ranking, queries, query_ids, gallery_ids, show_first_true
+  )
   top = TITLE_PX if title else 0
   ch, cw = s * gimg.shape[1] + 2 * border, s * gimg.shape[2] + 2 * border
   rows, cols = len(queries), ranking.index.shape[1] + 1 + int(show_first_true)
