@@ -84,6 +84,7 @@ class Progress:
     self._on = jax.process_index() == 0
     self._start, self._total, self._bs = start, total, batch_size
     self._t0 = time.perf_counter()
+    self._first = None
     self._bar = None
     if self._on and sys.stderr.isatty():
       from tqdm import tqdm
@@ -96,8 +97,13 @@ class Progress:
     """Shows progress at `step` (called every log interval)."""
     if not self._on:
       return
-    elapsed = time.perf_counter() - self._t0
-    done = step - self._start
+    now = time.perf_counter()
+    elapsed, done = now - self._t0, step - self._start
+    # Rates from the first report on: the first interval includes compiling.
+    if self._first is None:
+      self._first = (now, step)
+    elif step > self._first[1]:
+      elapsed, done = now - self._first[0], step - self._first[1]
     ips = done * self._bs / max(elapsed, 1e-9)
     eta = elapsed / max(done, 1) * (self._total - step)
     shown = {k: f"{float(v):.4g}" for k, v in scalars.items() if k != "lr"}
