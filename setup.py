@@ -45,6 +45,10 @@ setuptools.setup(
             "ruff",
             "torch==2.13.0",
             "pytorch-metric-learning==2.9.0",
+            # Executing the colab/ notebooks.
+            "nbclient",
+            "nbformat",
+            "ipykernel",
         ],
     },
     entry_points={"console_scripts": ["idlearn=idlearn.main:entry_point"]},
