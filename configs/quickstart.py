@@ -25,6 +25,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # does not fit the 5-minute budget on 2 cores.
   base = "encoder=resnet18,width=16,epochs=10"
   c = supervised_pku_reid.get_config(f"{base},{arg}" if arg else base)
-  c.log_steps = 20
-  c.ckpt_steps = 50
+  if c.total_steps > 10:  # not the smoke variant
+    c.log_steps, c.ckpt_steps = 20, 50
   return c
