@@ -12,6 +12,51 @@ to the cores JAX uses.
   python benchmarks/encoders.py                      # the table of the note
   python benchmarks/encoders.py --models=resnet18 --batch=16 --reps=2 \
       --impls=auto,native,matmul                     # compare conv paths
+
+Measured 2026-11-25 on the shared 2-core CPU (5 other engineers' jobs
+running; load average 3-13, so absolute numbers swing 2-3x between runs and
+only the ratios within one run mean much). jax 0.10.2, torch 2.13.0+cpu,
+batch 64, images/s, best of 2; ratio = JAX / PyTorch:
+
+  model      impl    fwd: jax  torch ratio | f+b: jax torch ratio | GF fwd/fb
+  resnet50   auto         7.1    2.7  2.62 |      0.9   0.9  1.04 | 5.28/15.7
+  osnet_x1_0 auto        24.1    4.2  5.80 |      2.0   2.0  1.03 | 2.01/6.01
+  resnet18   auto        19.4    7.4  2.63 |      1.7   4.2  0.42 | 2.27/6.69 *
+  resnet18 rerun on a quieter machine (load 3), three conv paths:
+  resnet18   auto        43.0   24.4  1.77 |      7.2   8.7  0.83 | 2.27/6.69
+  resnet18   matmul      14.5   24.4  0.60 |      6.0   8.7  0.68 | 2.43/7.07
+  resnet18   native      46.0   24.4  1.89 |      7.1   8.7  0.82 | 2.15/6.33
+  at 128x64 (the issue's case: 4x2 maps in the last stage):
+  resnet18   auto       190.7   50.4  3.79 |     23.3  15.3  1.52 | 0.57/1.68
+  resnet18   native       5.0   50.4  0.10 |      6.5  15.3  0.43 | 0.48/1.43
+  (* my own test run shared the CPU with this row)
+
+What was tried (per-layer and whole-model timings in this run's notes):
+  - XLA's own convolution is fine on large maps but collapses on maps with
+    a side below the kernel (4x2, 2x2: 1.7-2.4 GFLOP/s vs ~200) and in the
+    input gradient of a stride-2 conv into such a map (8.7 GFLOP/s).
+    `conv2d(impl="auto")` sends every conv with an input or output side < 8
+    to an im2col matmul, and all 1x1 convs to a plain dot_general: 38x
+    faster forward and 3.6x faster fwd+bwd for resnet18 at 128x64.
+  - im2col everywhere ("matmul") loses on large maps (0.6x fwd); the sum
+    of 9 shifted matmuls was worse than one im2col matmul (its gradient
+    ran at 1-80 GFLOP/s).
+  - Depthwise 3x3 (OSNet): shifted per-channel products are 5-15x faster
+    than XLA's grouped convolution; autodiff of that sum made XLA fuse the
+    9 padded cotangents into the next matmul's operands and recompute them
+    (1x1 + depthwise fwd+bwd 0.9 s vs 0.14 s for the parts); a hand-written
+    VJP (dx = depthwise conv with the flipped kernel, dw = 9 reductions)
+    brought it to 0.24 s: OSNet fwd+bwd 0.17x -> ~1.0x PyTorch.
+  - Max pool: XLA's reduce_window gradient (select_and_scatter) took 417 ms
+    on [16, 128, 64, 64]; a max over 9 shifted views takes 90-106 ms
+    (a separable 3+3 version was no better).
+  - optimization_barrier around the depthwise conv did not help.
+  - Threefry-keyed `model.init` under jit compiles ~4x slower than with
+    rbg keys (10.8 s vs 2.7 s CPU for resnet_tiny); tests use rbg keys.
+  - Remaining gap (resnet18 fwd+bwd at 256x128, ~0.8x): conv weight
+    gradients and train-mode BatchNorm (memory bound: fwd 70 ms, bwd 250 ms
+    on [16, 64, 32, 256]), neither of which im2col or a 2-D reshaping sped
+    up.
 """
 
 import argparse
