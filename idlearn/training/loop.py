@@ -275,6 +275,9 @@ def _run(cfg, parts, state, it, first, start, step_fn, ckpt, mesh, workdir):
   if cfg["eval_at_start"] and start == 0 and parts.evaluators:
     res = _evaluate(parts.evaluators, state, 0, writer)
     out.update({f"untrained/{k}": v for k, v in res.items()})
+  if start >= total:  # finished earlier: report the final model again
+    writer_lib.say(f"already trained to step {start} (total_steps {total})")
+    out.update(_evaluate(parts.evaluators, state, start, writer))
   progress = writer_lib.Progress(start, total, parts.batch_size)
   ckpt.watch_sigterm()
   pending = None  # (step, device metrics) checked one step late: async

@@ -19,8 +19,8 @@ def test_bnneck_head_outputs_and_classifier():
     {"encoder": "resnet_tiny", "head": "bnneck"}, num_classes=5
   )
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 16, 3))
-  v = m.init(jax.random.PRNGKey(1), x)
-  out = m.apply(v, x)
+  v = jax.jit(m.init)(jax.random.PRNGKey(1), x)
+  out = jax.jit(m.apply)(v, x)
   d = _encoder().feature_dim
   assert out["emb"].shape == (4, d) and out["logits"].shape == (4, 5)
   # eval feature = BNNeck(emb); logits = feat @ W (no bias), checked by hand.
@@ -49,9 +49,9 @@ def test_projection_head_and_bfloat16_compute():
     }
   )
   x = jnp.ones((2, 32, 16, 3))
-  v = m.init(jax.random.PRNGKey(0), x)
+  v = jax.jit(m.init)(jax.random.PRNGKey(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v["params"]))
-  out = m.apply(v, x)
+  out = jax.jit(m.apply)(v, x)
   assert out["proj"].shape == (2, 8) and out["proj"].dtype == jnp.float32
   assert out["emb"].dtype == jnp.float32
   # bf16 compute is close to f32 compute with the same parameters.

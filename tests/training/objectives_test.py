@@ -75,7 +75,7 @@ def test_pair_objective_shards_over_mesh_like_the_loss():
     {"name": "info_nce", "temperature": 0.2}, mesh
   )
   got, _ = jax.jit(lambda a, b: obj([{"proj": a}, {"proj": b}], {}))(z1, z2)
-  want, _ = losses.info_nce(z1, z2, temperature=0.2)
+  want, _ = jax.jit(lambda a, b: losses.info_nce(a, b, temperature=0.2))(z1, z2)
   np.testing.assert_allclose(got, want, rtol=1e-5)
   # ... and its gradient too (pmean'd loss inside shard_map).
   g_got = jax.grad(lambda a: obj([{"proj": a}, {"proj": z2}], {})[0])(z1)
