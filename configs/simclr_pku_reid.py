@@ -3,7 +3,7 @@ r"""SimCLR (self-supervised, two views) on PKU-Reid, evaluated on held-out ids.
 NT-Xent between two generically augmented views (random resized crop, flip,
 colour jitter 0.4 with p=0.8, grayscale 0.2), projection MLP head, labels
 unused for training. Same encoder (quarter-width ResNet-18, last stride 1)
-and budget (10 epochs) as configs/quickstart.py, evaluated the same way.
+and budget (20 epochs) as configs/quickstart.py, evaluated the same way.
 
   python -m idlearn.main --config=configs/simclr_pku_reid.py \
       --workdir=runs/simclr_pku_reid
@@ -24,7 +24,7 @@ TRAIN_IMAGES = 992  # pku_reid train split
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(
-    arg, encoder="resnet18", width=16, epochs=10, height=128, width_px=64,
+    arg, encoder="resnet18", width=16, epochs=20, height=128, width_px=64,
     batch=64,
     seed=0, smoke=False,
   )  # fmt: skip
