@@ -249,7 +249,7 @@ VARIANTS |= {
 VARIANTS["osnet_ibn_x1_0"] = dict(
   blocks=(("ibn", "ibn"), ("os", "os"), ("os", "os"))
 )
-VARIANTS["osnet_tiny"] = dict(channels=(16, 32, 48, 64), fc_dim=32)
+VARIANTS["osnet_tiny"] = dict(channels=(8, 64, 64, 64), fc_dim=32)
 VARIANTS["osnet_ain_tiny"] = dict(
-  channels=(16, 32, 48, 64), fc_dim=32, ain=True, blocks=_AIN_BLOCKS
+  channels=(8, 64, 64, 64), fc_dim=32, ain=True, blocks=_AIN_BLOCKS
 )

@@ -344,7 +344,8 @@ def test_classifier_dropped_and_module_prefix_stripped():
   torch.manual_seed(0)
   ref = TorchvisionResNet(_TVBasic, (2, 2, 2, 2), num_classes=7)
   sd = {"module." + k: v for k, v in ref.state_dict().items()}
-  variables = pretrained.from_torch("resnet18", sd)
+  variables = pretrained.from_torch("resnet18", sd, pooling="gem")
+  assert float(variables["params"]["gem"]["p"][0]) == 3.0  # GeM's default
   np.testing.assert_array_equal(
     variables["params"]["layer1_0"]["conv2"]["kernel"],
     ref.layer1[0].conv2.weight.detach().numpy().transpose(2, 3, 1, 0),
