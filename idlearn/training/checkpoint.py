@@ -113,7 +113,8 @@ class Checkpointer:
           keep_checkpoints_without_metrics=False,
         )
       )
-    self.directory = epath.Path(workdir) / "checkpoints"
+    # Orbax's array writer rejects relative paths (--workdir=runs/x).
+    self.directory = epath.Path(workdir).absolute() / "checkpoints"
     self._best_metric = best_metric
     self._preempted = False
     self.manager = ocp.CheckpointManager(

@@ -44,3 +44,17 @@ def test_keeps_latest_n_plus_best_and_restores_data_state():
   st, data = ck.restore(4, target)
   assert data == {"pos": 4} and int(st["step"]) == 4
   ck.close()
+
+
+def test_relative_workdir_saves_and_restores(monkeypatch):
+  # `--workdir=runs/x` is what users type; Orbax needs absolute paths.
+  monkeypatch.chdir(tempfile.mkdtemp())
+  ck = checkpoint.Checkpointer("runs/rel", save_steps=1)
+  assert ck.save(1, _state(), {"pos": 1})
+  ck.close()
+  assert os.listdir(os.path.join("runs", "rel", "checkpoints")) == ["1"]
+  ck = checkpoint.Checkpointer("runs/rel", save_steps=1)
+  st, data = ck.restore(1, jax.tree.map(jnp.zeros_like, _state()))
+  np.testing.assert_array_equal(st["w"], np.arange(6.0).reshape(2, 3))
+  assert data == {"pos": 1}
+  ck.close()
