@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from idlearn import main
 
@@ -65,6 +66,10 @@ def test_cli_train_with_override_then_eval_mode():
   printed = float(row.split()[-1])  # "pku_reid rank1 trained 5.2"
   # 1 device in the subprocess, 8 here: the same ranking up to rounding.
   assert abs(printed - 100 * results["eval/pku_reid/rank1"]) <= 0.1
+  # Eval mode also draws its results into the workdir.
+  for name in ("retrieval_grid.png", "cmc.png"):
+    with Image.open(Path(workdir, name)) as picture:
+      assert picture.format == "PNG" and min(picture.size) >= 200, name
 
 
 def test_cli_rejects_unknown_config_key():

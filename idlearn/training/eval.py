@@ -91,8 +91,12 @@ class ReidEvaluator:
       self._sets = (q, g)
     return self._sets
 
-  def run(self, state: Any) -> dict[str, float]:
-    """Evaluates `state`; returns {"eval/<name>/rank1": ..., ...}."""
+  def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
+    """Evaluates `state`; returns {"eval/<name>/rank1": ..., ...}.
+
+    With `picture_dir`, process 0 also writes retrieval_grid.png, cmc.png
+    (and failure_cases.png) there, through `idlearn.evaluators.plots`.
+    """
     from idlearn.evaluators import reid
 
     q, g = self._load()
@@ -108,6 +112,12 @@ class ReidEvaluator:
     res = reid.evaluate(
       qf, q["id"], q["cam"], gf, g["id"], g["cam"], metric=self.cfg["metric"]
     )
+    if picture_dir is not None and jax.process_index() == 0:
+      from idlearn.evaluators import plots
+
+      plots.write_eval_pictures(
+        picture_dir, q, g, qf, gf, cmc=res["cmc"], metric=self.cfg["metric"]
+      )
     keys = ("rank1", "rank5", "rank10", "mAP", "mINP")
     return {f"eval/{self.name}/{k}": float(res[k]) for k in keys if k in res}
 

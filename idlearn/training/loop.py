@@ -175,10 +175,15 @@ def _check_finite(step: int, metrics: Mapping[str, float], ckpt) -> None:
     )
 
 
-def _evaluate(evaluators, state, step, writer) -> dict[str, float]:
+def _evaluate(evaluators, state, step, writer, picture_dir=None):
+  """Runs the evaluators; with `picture_dir` they also draw their results
+  there (in a sub-folder per evaluator when there are several)."""
   out = {}
   for ev in evaluators:
-    out.update(ev.run(state))
+    where = picture_dir
+    if picture_dir is not None and len(evaluators) > 1:
+      where = os.path.join(picture_dir, ev.name)
+    out.update(ev.run(state, picture_dir=where))
   if out:
     writer.write(step, out)
     items = " ".join(f"{k}={v:.4f}" for k, v in out.items())
@@ -351,6 +356,6 @@ def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
     ckpt.close()
   writer = writer_lib.MetricWriter(workdir)
   try:
-    return _evaluate(parts.evaluators, state, step, writer)
+    return _evaluate(parts.evaluators, state, step, writer, picture_dir=workdir)
   finally:
     writer.close()
