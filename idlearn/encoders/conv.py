@@ -239,7 +239,12 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None, **kw):
 
 def instance_norm(dtype: Dtype, name: str | None = None):
   """InstanceNorm2d(affine=True) of PyTorch: per-sample, per-channel stats."""
-  return nn.InstanceNorm(epsilon=1e-5, dtype=dtype, name=name)
+  # Two-pass variance: E[x^2] - E[x]^2 cancels badly where |mean| >> std,
+  # which deep random or pretrained nets reach (measured 1e-4 relative drift
+  # vs PyTorch on ResNet-50-IBN-a).
+  return nn.InstanceNorm(
+    epsilon=1e-5, dtype=dtype, name=name, use_fast_variance=False
+  )
 
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
