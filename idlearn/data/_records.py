@@ -149,7 +149,8 @@ class IdentityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return image_features(self.CHANNELS)
 
   def _splits(self, root: str) -> dict[str, list]:
-    raise NotImplementedError
+    """{split name: items to generate}; every dataset builder defines it."""
+    raise NotImplementedError(f"{type(self).__name__} must define _splits")
 
   def _split_generators(self, dl_manager):
     root = self.find_root(dl_manager.manual_dir)
