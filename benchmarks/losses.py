@@ -18,9 +18,7 @@ import argparse
 import importlib.util
 import os
 import statistics
-import sys
 import time
-import types
 
 import jax
 import numpy as np
@@ -30,31 +28,16 @@ from idlearn.losses import dcl, info_nce
 
 
 def _lightly(module: str):
-  """lightly.loss.<module> from its installed file (see peers_test.py).
-
-  `import lightly.loss` pulls torchvision; the memory-bank module NTXentLoss
-  imports needs lightly.models.utils only for distributed memory banks, so
-  that one module is an empty stand-in.
-  """
-  import lightly
-
-  root = os.path.dirname(lightly.__file__)
-  for name, sub in (
-    ("lightly.models", "models"),
-    ("lightly.models.modules", "models/modules"),
-  ):
-    if name not in sys.modules:
-      pkg = types.ModuleType(name)
-      pkg.__path__ = [os.path.join(root, sub)]
-      sys.modules[name] = pkg
-  sys.modules.setdefault(
-    "lightly.models.utils", types.ModuleType("lightly.models.utils")
+  """lightly's loss module `module`, loaded as the peer tests load it."""
+  path = os.path.join(
+    os.path.dirname(__file__), "..", "tests", "losses", "peers_test.py"
   )
-  path = os.path.join(root, "loss", f"{module}.py")
-  spec = importlib.util.spec_from_file_location(f"_lightly_{module}", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  spec = importlib.util.spec_from_file_location("_peers_test", path)
+  peers = importlib.util.module_from_spec(spec)
+  threads = torch.get_num_threads()
+  spec.loader.exec_module(peers)  # the tests pin torch to one thread
+  torch.set_num_threads(threads)
+  return peers._lightly(module)
 
 
 def _interleaved_medians(steps, repeats: int, warmup: int = 2):
