@@ -149,3 +149,44 @@ class DINOHead(nn.Module):
     if not self.norm_last_layer:
       w = w * self.param("last_layer_g", nn.initializers.ones, (self.out_dim,))
     return x @ w
+
+
+class DomainDiscriminator(nn.Module):
+  """Domain classifier for adversarial domain-invariant features (DomainMix).
+
+  Dense -> ReLU -> Dense, applied twice: `logits` on stop-gradient
+  features (its loss trains the discriminator only) and `logits_adv` with
+  stop-gradient parameters (its loss, e.g. the domain-balance loss, trains
+  the encoder only). One backward pass then does both sides of the
+  adversarial game.
+
+  Attributes:
+    num_domains: D, output width.
+    hidden_dim: hidden width.
+  """
+
+  num_domains: int = 2
+  hidden_dim: int = 256
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(
+    self, emb: jax.Array, *, train: bool = False
+  ) -> tuple[jax.Array, jax.Array]:
+    """[b, d] -> (logits, logits_adv), float32 [b, num_domains] each."""
+    del train
+    d = emb.shape[-1]
+    init = nn.initializers.lecun_normal()
+    w1 = self.param("w1", init, (d, self.hidden_dim))
+    b1 = self.param("b1", nn.initializers.zeros, (self.hidden_dim,))
+    w2 = self.param("w2", init, (self.hidden_dim, self.num_domains))
+    b2 = self.param("b2", nn.initializers.zeros, (self.num_domains,))
+    params = (w1, b1, w2, b2)
+
+    def apply(x, p):
+      x = x.astype(self.dtype)
+      h = nn.relu(x @ p[0].astype(self.dtype) + p[1])
+      return (h @ p[2].astype(self.dtype) + p[3]).astype(jnp.float32)
+
+    sg = jax.lax.stop_gradient
+    return apply(sg(emb), params), apply(emb, sg(params))

@@ -4,7 +4,12 @@
   "emb"    [n, d]  the encoder's pooled embedding (what re-ID triplet uses),
   "feat"   [n, d]  after the BNNeck (bnneck head),
   "logits" [n, C]  identity classifier on "feat" (bnneck head),
-  "proj"   [n, p]  projection MLP output (projection head, SSL losses),
+  "proj"   [n, p]  projection MLP output (projection head, SSL losses), or
+                   the linear embedding (embedding / margin heads, faces),
+  "class_weights" [C, p]  margin head: ArcFace / CosFace class centres,
+  "dino"   [n, K]  DINO head prototypes' logits (dino head),
+  "domain_logits", "domain_logits_adv" [n, D]  domain discriminator on
+                   "emb" (domain_classes > 0; see heads.DomainDiscriminator),
   "eval"   [n, d]  the feature evaluators retrieve with.
 """
 
@@ -15,17 +20,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from idlearn.encoders import heads
 from idlearn.training import fields
 
-HEADS = ("none", "bnneck", "projection")
+HEADS = ("none", "bnneck", "projection", "embedding", "margin", "dino")
 FIELDS = {
   "encoder": fields.REQUIRED,  # a name of idlearn.encoders.get_encoder
   "encoder_kw": {},  # e.g. {"last_stride": 1, "pooling": "gem"}
   "head": "none",
-  "num_classes": 0,  # bnneck head: identities of the training split
-  "proj_hidden": 2048,  # projection head: hidden width
-  "proj_out": 128,  # output width
-  "proj_layers": 2,  # Dense layers (SimCLR 2)
+  "num_classes": 0,  # bnneck / margin heads: identities of the train split
+  "proj_hidden": 2048,  # projection / dino head: hidden width
+  "proj_out": 128,  # output width (dino: bottleneck width)
+  "proj_layers": 2,  # Dense layers (SimCLR 2, DINO 3)
+  "dino_out": 4096,  # dino head: prototypes K
+  "domain_classes": 0,  # > 0: a domain discriminator on "emb" (DomainMix)
+  "domain_hidden": 256,
   "dtype": "float32",  # compute dtype; parameters stay float32
 }
 
@@ -35,11 +44,15 @@ class IdModel(nn.Module):
 
   Attributes:
     encoder: a module with `__call__(images, *, train) -> (emb, aux)`.
-    head: "none", "bnneck" (re-ID: BatchNorm neck + bias-free classifier) or
-      "projection" (SSL projector MLP).
-    num_classes: classifier width (bnneck).
+    head: "none", "bnneck" (re-ID: BatchNorm neck + bias-free classifier),
+      "projection" (SSL projector MLP), "embedding" (one Dense to proj_out:
+      a face embedding), "margin" (embedding + ArcFace/CosFace class
+      centres) or "dino" (DINO head, retrieval on the encoder's emb).
+    num_classes: classifier width (bnneck, margin).
     proj_hidden, proj_out, proj_layers: projector hidden width, output
-      width and Dense layer count (projection).
+      width and Dense layer count (projection, dino).
+    dino_out: DINO prototypes.
+    domain_classes, domain_hidden: the domain discriminator (0: none).
     dtype: compute dtype of the heads.
   """
 
@@ -49,6 +62,9 @@ class IdModel(nn.Module):
   proj_hidden: int = 2048
   proj_out: int = 128
   proj_layers: int = 2
+  dino_out: int = 4096
+  domain_classes: int = 0
+  domain_hidden: int = 256
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -57,16 +73,12 @@ class IdModel(nn.Module):
     emb = emb.astype(jnp.float32)
     out = {"emb": emb, "eval": emb}
     if self.head == "bnneck":
-      from idlearn.encoders import heads
-
       feat = heads.BNNeck(dtype=self.dtype, name="bnneck")(emb, train=train)
       out["feat"] = out["eval"] = feat
       out["logits"] = nn.Dense(
         self.num_classes, use_bias=False, dtype=self.dtype, name="classifier"
       )(feat).astype(jnp.float32)
     elif self.head == "projection":
-      from idlearn.encoders import heads
-
       out["proj"] = heads.ProjectionMLP(
         hidden_dim=self.proj_hidden,
         out_dim=self.proj_out,
@@ -74,6 +86,33 @@ class IdModel(nn.Module):
         dtype=self.dtype,
         name="projector",
       )(emb, train=train)
+    elif self.head in ("embedding", "margin"):
+      proj = nn.Dense(self.proj_out, dtype=self.dtype, name="embedding")(emb)
+      out["proj"] = out["eval"] = proj.astype(jnp.float32)
+      if self.head == "margin":
+        out["class_weights"] = self.param(
+          "class_weights",
+          nn.initializers.normal(0.01),
+          (self.num_classes, self.proj_out),
+        )
+    elif self.head == "dino":
+      out["dino"] = heads.DINOHead(
+        out_dim=self.dino_out,
+        hidden_dim=self.proj_hidden,
+        bottleneck_dim=self.proj_out,
+        num_layers=self.proj_layers,
+        dtype=self.dtype,
+        name="dino_head",
+      )(emb, train=train)
+    if self.domain_classes:
+      out["domain_logits"], out["domain_logits_adv"] = (
+        heads.DomainDiscriminator(
+          num_domains=self.domain_classes,
+          hidden_dim=self.domain_hidden,
+          dtype=self.dtype,
+          name="domain_discriminator",
+        )(emb, train=train)
+      )
     return out
 
 
@@ -100,8 +139,10 @@ def make_model(
     raise ValueError(
       f"config.model.dtype = {cfg['dtype']!r}: expected float32 or bfloat16"
     )
-  if cfg["head"] == "bnneck" and cfg["num_classes"] <= 0:
-    raise ValueError("config.model.num_classes must be > 0 for head=bnneck")
+  if cfg["head"] in ("bnneck", "margin") and cfg["num_classes"] <= 0:
+    raise ValueError(
+      f"config.model.num_classes must be > 0 for head={cfg['head']}"
+    )
   if encoder is None:
     from idlearn import encoders
 
@@ -115,5 +156,8 @@ def make_model(
     proj_hidden=cfg["proj_hidden"],
     proj_out=cfg["proj_out"],
     proj_layers=cfg["proj_layers"],
+    dino_out=cfg["dino_out"],
+    domain_classes=cfg["domain_classes"],
+    domain_hidden=cfg["domain_hidden"],
     dtype=dtype,
   )

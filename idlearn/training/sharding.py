@@ -55,26 +55,46 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
   return jax.tree_util.tree_map_with_path(put, tree)
 
 
-def shard_loss(loss_fn: Callable[..., Any], mesh: Mesh, **kwargs) -> Callable:
+def shard_loss(
+  loss_fn: Callable[..., Any],
+  mesh: Mesh,
+  *,
+  replicated_args: tuple[int, ...] = (),
+  **kwargs,
+) -> Callable:
   """Runs `loss_fn(*xs, axis_name=DATA_AXIS, **kwargs)` per device.
 
-  Every positional argument is split along its first axis over the data axis;
-  the loss gathers what it needs across devices and returns replicated
-  (global-batch) values, so `(loss, aux)` comes out unsharded and its gradient
-  equals the single-device gradient on the concatenated batch.
+  Every positional argument is split along its first axis over the data axis
+  (except those in `replicated_args`, which every device gets whole: class
+  weights, a centre, a scalar mixing weight); the loss gathers what it needs
+  across devices and returns replicated (global-batch) values, so
+  `(loss, aux)` comes out unsharded and its gradient equals the
+  single-device gradient on the concatenated batch.
 
   Args:
     loss_fn: an idlearn loss taking `axis_name`.
     mesh: a mesh with a `DATA_AXIS` axis (see `make_data_mesh`).
+    replicated_args: positions of the arguments that are not batch-split.
     **kwargs: keyword-only hyper-parameters bound into the loss.
   Returns:
     A function of the same positional arguments, to call inside or outside
     `jax.jit`.
   """
   per_device = functools.partial(loss_fn, axis_name=DATA_AXIS, **kwargs)
-  return jax.shard_map(
-    per_device, mesh=mesh, in_specs=P(DATA_AXIS), out_specs=P()
-  )
+  if not replicated_args:
+    return jax.shard_map(
+      per_device, mesh=mesh, in_specs=P(DATA_AXIS), out_specs=P()
+    )
+
+  def call(*xs):
+    specs = tuple(
+      P() if i in replicated_args else P(DATA_AXIS) for i in range(len(xs))
+    )
+    return jax.shard_map(per_device, mesh=mesh, in_specs=specs, out_specs=P())(
+      *xs
+    )
+
+  return call
 
 
 def put_local_batch(tree: Any, mesh: Mesh) -> Any:

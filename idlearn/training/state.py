@@ -24,6 +24,8 @@ class TrainState:
     rng: the run's base PRNG key; step s uses `fold_in(rng, s)`.
     ema_params: exponential moving average of `params` (teacher / EMA
       evaluation), or None.
+    extras: the objective's own state ({} for most; DINO's centre,
+      DomainMix's pseudo labels and centroids), checkpointed with the rest.
   """
 
   step: jax.Array
@@ -32,6 +34,7 @@ class TrainState:
   opt_state: PyTree
   rng: jax.Array
   ema_params: PyTree = None
+  extras: PyTree = None
 
   @property
   def variables(self) -> dict[str, PyTree]:
@@ -42,7 +45,12 @@ class TrainState:
 
 
 def create(
-  variables: dict[str, PyTree], tx: Any, rng: jax.Array, *, ema: bool = False
+  variables: dict[str, PyTree],
+  tx: Any,
+  rng: jax.Array,
+  *,
+  ema: bool = False,
+  extras: PyTree = None,
 ) -> TrainState:
   """A step-0 state from freshly initialised flax `variables`.
 
@@ -51,6 +59,7 @@ def create(
     tx: the optax transformation that will update `params`.
     rng: base key of the run (raw uint32 [2] key data).
     ema: keep an EMA copy of the parameters.
+    extras: the objective's initial state (default {}).
   Returns:
     The state at step 0.
   """
@@ -62,4 +71,5 @@ def create(
     opt_state=tx.init(params),
     rng=rng,
     ema_params=jax.tree.map(jnp.copy, params) if ema else None,
+    extras={} if extras is None else extras,
   )

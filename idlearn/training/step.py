@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import optax
 
 from idlearn.training import optim
+from idlearn.training.objectives import Objective
 from idlearn.training.state import TrainState
 
 Batch = dict[str, jax.Array]
-# (per-view model outputs, batch, teacher outputs or None) -> (loss, aux)
-Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 ViewsFn = Callable[[jax.Array, jax.Array], Sequence[jax.Array]]
+# fold_in data of the objective's `prepare` randomness (views use 0..V-1).
+_PREPARE_STREAM = 2**31 - 1
 
 
 def forward_views(
@@ -53,6 +54,16 @@ def forward_views(
   return outs, batch_stats
 
 
+def _teacher_forward(model, state, views):
+  """The EMA teacher on `views`: BatchNorm normalises with the batch's own
+  statistics (as DINO / BYOL teachers in train mode do); its running-stat
+  updates are dropped and no gradient flows."""
+  outs, _ = forward_views(
+    model, state.ema_params, state.batch_stats, views, train=True
+  )
+  return jax.lax.stop_gradient(outs)
+
+
 def train_step(
   state: TrainState,
   batch: Batch,
@@ -71,8 +82,10 @@ def train_step(
     batch: "image" uint8 [b, ...] plus labels ("id" [b], "cam" [b], ...).
     model: flax module returning a dict of outputs for one view.
     tx: optax transformation of the parameters.
-    objective: (outs, batch, teacher) -> (loss, aux), where `outs` holds one
-      output dict per view and `teacher` the EMA model's outputs (or None).
+    objective: an `objectives.Objective` (or any callable (outs, batch,
+      teacher, extras=, step=) -> (loss, aux)); its hooks add views
+      (`prepare`), run the EMA teacher on the first `teacher_views` views
+      and update `state.extras` (`update_extras`).
     views_fn: (rng, images) -> tuple of float32 [b, h, w, 3] views; runs on
       device, randomness from `fold_in(state.rng, state.step)`.
     schedule: learning-rate schedule, only to report `lr`.
@@ -81,22 +94,30 @@ def train_step(
     (new state, scalar metrics: loss, grad_norm, lr and the objective's aux).
   """
   rng = jax.random.fold_in(state.rng, state.step)
-  views = views_fn(rng, batch["image"])
+  views = tuple(views_fn(rng, batch["image"]))
+  prepare = getattr(objective, "prepare", None)
+  if prepare is not None:  # its own stream: the views' draws stay as they are
+    prep_rng = jax.random.fold_in(rng, _PREPARE_STREAM)
+    views, batch = prepare(prep_rng, views, batch)
   teacher = None
-  if getattr(objective, "uses_teacher", False):
-    teacher, _ = forward_views(
-      model, state.ema_params, state.batch_stats, views, train=False
-    )
-    teacher = jax.lax.stop_gradient(teacher)
+  n_teacher = getattr(objective, "teacher_views", 0)
+  if n_teacher:
+    if state.ema_params is None:
+      raise ValueError(
+        "the objective needs an EMA teacher: set config.optim.ema_decay > 0"
+      )
+    teacher = _teacher_forward(model, state, views[:n_teacher])
 
   def loss_of(params):
     outs, stats = forward_views(
       model, params, state.batch_stats, views, train=True
     )
-    loss, aux = objective(outs, batch, teacher)
-    return loss, (aux, stats)
+    loss, aux = objective(
+      outs, batch, teacher, extras=state.extras, step=state.step
+    )
+    return loss, (aux, stats, outs)
 
-  (loss, (aux, stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(
+  (loss, (aux, stats, outs)), grads = jax.value_and_grad(loss_of, has_aux=True)(
     state.params
   )
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -104,6 +125,10 @@ def train_step(
   ema = state.ema_params
   if ema_decay is not None and ema is not None:
     ema = optim.ema_update(ema, params, ema_decay(state.step))
+  extras = state.extras
+  update_extras = getattr(objective, "update_extras", None)
+  if update_extras is not None:
+    extras = update_extras(extras, jax.lax.stop_gradient(outs), teacher, batch)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
   if schedule is not None:
     metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
@@ -113,5 +138,6 @@ def train_step(
     batch_stats=stats,
     opt_state=opt_state,
     ema_params=ema,
+    extras=extras,
   )
   return new_state, metrics
