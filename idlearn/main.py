@@ -50,12 +50,14 @@ def summary(results: dict[str, float]) -> str:
     metric = key.rsplit("/", 1)[-1]
     return key.rsplit("/", 1)[0], order.index(metric) if metric in order else 9
 
+  evals = [k for k in results if k.startswith("eval/")]
+  width = max([7] + [len(k.split("/", 2)[2]) for k in evals])
   for key, value in sorted(results.items(), key=lambda kv: rank(kv[0])):
     if not key.startswith("eval/"):
       continue
     _, name, metric = key.split("/", 2)
     before = results.get(f"untrained/{key}")
-    row = f"{name:<12} {metric:<7}"
+    row = f"{name:<12} {metric:<{width}}"
     if before is not None:
       row += f" untrained {100 * before:5.1f}"
     rows.append(row + f"  trained {100 * value:5.1f}")

@@ -68,6 +68,30 @@ class _PairPlan:
     return self.pairs[perm]
 
 
+class _CameraPairPlan:
+  """Each epoch: every record once (shuffled), each with a random record of
+  another camera (cross-camera pairs, no identity labels used)."""
+
+  def __init__(self, cams: np.ndarray, seed: int):
+    self.cams, self.seed, self.epoch_len = cams, seed, len(cams)
+    self.by_cam = {c: np.flatnonzero(cams == c) for c in np.unique(cams)}
+    if len(self.by_cam) < 2:
+      raise ValueError(
+        "sampler='camera_pairs' needs images of at least 2 cameras, the "
+        f"split has cameras {sorted(self.by_cam)}"
+      )
+
+  def epoch(self, e: int) -> np.ndarray:
+    rng = np.random.default_rng([self.seed, e])
+    anchors = rng.permutation(self.epoch_len)
+    partners = np.empty_like(anchors)
+    for c in self.by_cam:  # anchors of camera c draw from the other cameras
+      rows = np.flatnonzero(self.cams[anchors] == c)
+      others = np.flatnonzero(self.cams != c)
+      partners[rows] = rng.choice(others, size=len(rows))
+    return np.stack([anchors, partners], 1)
+
+
 class _Stream:
   """Local position j -> record index (or index pair) of this process."""
 
@@ -100,15 +124,19 @@ class _Load:
     return sources.decode(self.source[int(i)]["image"], self.size)
 
   def __call__(self, index) -> dict:
-    if np.ndim(index) == 1:  # frame pair of one tracklet
+    if np.ndim(index) == 1:  # a frame pair, or a cross-camera pair
       i = int(index[0])
-      return {
+      out = {
         "image": np.stack([self._one(index[0]), self._one(index[1])]),
-        "tracklet": self.meta["tracklet"][i],
         "cam": self.meta["cam"][i],
         "id": self.meta["id"][i],
         "index": np.asarray(index, np.int32),
+        "pair_id": self.meta["id"][index].astype(np.int32),
+        "pair_cam": self.meta["cam"][index].astype(np.int32),
       }
+      if "tracklet" in self.meta:
+        out["tracklet"] = self.meta["tracklet"][i]
+      return out
     i = int(index)
     out = {
       "image": self._one(i),
@@ -152,6 +180,8 @@ def make_train_loader(
   manual_dir: str | None = None,
   num_threads: int = 8,
   frame_gap: int = 1,
+  group_by: str = "id",
+  labels: np.ndarray | None = None,
 ) -> grain.IterDataset:
   """Endless, deterministic, resumable training batches of one split.
 
@@ -161,8 +191,10 @@ def make_train_loader(
     global_batch_size: batch over all processes; this process yields
       b = global_batch_size // process_count rows.
     sampler: "random" (shuffled records), "pk" (P = b // k identities x k
-      images, rows of one identity consecutive) or "frame_pairs" (video
-      sets: two consecutive frames of one tracklet per row).
+      images, rows of one identity consecutive), "frame_pairs" (video
+      sets: two consecutive frames of one tracklet per row) or
+      "camera_pairs" (every record with a random record of another camera;
+      no identity labels used).
     k: images per identity for "pk".
     seed: the order of every epoch follows from (seed, epoch).
     num_workers: grain worker processes (0: threads in this process).
@@ -171,13 +203,18 @@ def make_train_loader(
     data_dir, manual_dir: see `datasets.prepare`.
     num_threads: decoding threads per process.
     frame_gap: frame distance of "frame_pairs".
+    group_by: what "pk" groups by: "id" or "tracklet" (video sets: a
+      tracklet as an identity, no labels needed).
+    labels: int [n] labels for the split's records that replace "id" and
+      "label" (pseudo identities; -1 = not used by "pk"), or None.
 
   Returns:
     A grain IterDataset; `it = iter(loader)` gives dicts of NumPy arrays:
     "random"/"pk": image uint8 [b, h, w, 3], id, label (contiguous class
     index, -1 for junk), cam, index: int32 [b] (+ tracklet, frame for
-    video sets); "frame_pairs": image uint8
-    [b, 2, h, w, 3], tracklet, cam, id int32 [b], index int32 [b, 2].
+    video sets); "frame_pairs" / "camera_pairs": image uint8
+    [b, 2, h, w, 3], cam, id int32 [b] (of the first image; + tracklet
+    for video sets), index, pair_id, pair_cam int32 [b, 2].
     `it.get_state()` / `it.set_state(state)` save and restore the position.
   """
   if global_batch_size % process_count:
@@ -193,7 +230,21 @@ def make_train_loader(
   builder = datasets.prepare(name, data_dir=data_dir, manual_dir=manual_dir)
   source = sources.data_source(builder, split)
   meta = sources.split_meta(builder, split)
-  plan = _make_plan(sampler, meta, b, global_batch_size, k, seed, frame_gap)
+  if labels is not None:
+    labels = np.asarray(labels, np.int32)
+    if labels.shape != meta["id"].shape:
+      raise ValueError(
+        f"labels has shape {labels.shape}; {name}/{split} has "
+        f"{len(meta['id'])} records"
+      )
+    meta = {**meta, "id": labels, "label": labels}
+  if group_by not in ("id", "tracklet") or group_by not in meta:
+    raise ValueError(
+      f"group_by={group_by!r}: expected 'id' or, for video sets, 'tracklet'"
+    )
+  plan = _make_plan(
+    sampler, meta, b, global_batch_size, k, seed, frame_gap, group_by
+  )
   stream = _Stream(plan, b, process_index, process_count)
   # Batch before reading: an element is a whole batch, so threads and worker
   # processes split the stream by batches and keep its order.
@@ -216,7 +267,9 @@ def make_train_loader(
   return ds
 
 
-def _make_plan(sampler, meta, b, global_batch_size, k, seed, frame_gap):
+def _make_plan(
+  sampler, meta, b, global_batch_size, k, seed, frame_gap, group_by
+):
   if sampler == "random":
     return _RandomPlan(len(meta["id"]), seed)
   if sampler == "pk":
@@ -224,7 +277,7 @@ def _make_plan(sampler, meta, b, global_batch_size, k, seed, frame_gap):
       raise ValueError(
         f"sampler='pk': local batch {b} must be a multiple of k={k}"
       )
-    return _PKPlan(meta["id"], k, global_batch_size // k, seed)
+    return _PKPlan(meta[group_by], k, global_batch_size // k, seed)
   if sampler == "frame_pairs":
     if "tracklet" not in meta:
       raise ValueError(
@@ -235,6 +288,9 @@ def _make_plan(sampler, meta, b, global_batch_size, k, seed, frame_gap):
     if not len(pairs):
       raise ValueError(f"no frame pairs at frame_gap={frame_gap}")
     return _PairPlan(pairs, seed)
+  if sampler == "camera_pairs":
+    return _CameraPairPlan(meta["cam"], seed)
   raise ValueError(
-    f"sampler={sampler!r}: expected 'random', 'pk' or 'frame_pairs'"
+    f"sampler={sampler!r}: expected 'random', 'pk', 'frame_pairs' or "
+    "'camera_pairs'"
   )

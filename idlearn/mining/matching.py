@@ -23,6 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+# Score of a forbidden pair: below every cosine similarity.
+_FORBIDDEN = -2.0
+
 
 def _check_sim(sim: np.ndarray, name: str = "sim") -> None:
   if sim.ndim != 2:
@@ -221,6 +224,7 @@ def align_by_matching(
   min_similarity: float | None = None,
   temperature: float = 0.02,
   num_iters: int = 200,
+  allowed: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """ISR positives for a jitted step: frame B's partner of each A instance.
 
@@ -237,6 +241,8 @@ def align_by_matching(
     method: "hungarian" or "sinkhorn".
     min_similarity: matches below this cosine similarity are not valid.
     temperature, num_iters: Sinkhorn settings.
+    allowed: [m, n] bool, the pairs that may be matched (e.g. only across
+      cameras); others score below any cosine and are never valid.
   Returns:
     (partner [m] int32, the row of emb_b matched to each row of emb_a (its
     own index, clipped to n - 1, where unmatched); valid [m] bool).
@@ -257,6 +263,12 @@ def align_by_matching(
     return x * jax.lax.rsqrt(jnp.maximum(sq, 1e-12))
 
   sim = jax.lax.stop_gradient(unit(emb_a) @ unit(emb_b).T)  # [m, n]
+  if allowed is not None:
+    if allowed.shape != sim.shape:
+      raise ValueError(
+        f"allowed must have shape {sim.shape}, got {allowed.shape}"
+      )
+    sim = jnp.where(allowed, sim, _FORBIDDEN)
   if method == "hungarian":
     partner = matching_callback(sim)
   else:
@@ -265,7 +277,9 @@ def align_by_matching(
   valid = partner >= 0
   m, n = sim.shape
   safe = jnp.where(valid, partner, jnp.minimum(jnp.arange(m), n - 1))
+  matched = jnp.take_along_axis(sim, safe[:, None], axis=1)[:, 0]
+  if allowed is not None:
+    valid &= matched > _FORBIDDEN
   if min_similarity is not None:
-    matched = jnp.take_along_axis(sim, safe[:, None], axis=1)[:, 0]
     valid &= matched >= min_similarity
   return safe.astype(jnp.int32), valid

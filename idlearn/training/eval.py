@@ -10,15 +10,28 @@ import numpy as np
 from idlearn.training import fields, sharding
 from idlearn.training import step as step_lib
 
+# reid: CMC / mAP retrieval of images (Market-1501 protocol);
+# video_reid: the same on tracklets (frame features averaged; MARS);
+# verification: face pairs, 10-fold accuracy, ROC AUC, TAR@FAR (LFW).
 FIELDS = {
-  "type": "reid",  # reid: CMC / mAP retrieval (Market-1501 protocol)
+  "type": "reid",
   "data": fields.REQUIRED,  # an idlearn.data set name
+  "data_dir": "",
+  "manual_dir": "",  # the data set's files (default: its bundled copy)
   "image_size": (256, 128),
   "batch_size": 64,
   "log_steps": 0,  # 0: only after the last step
   "feature": "eval",  # model output retrieved with
   "metric": "cosine",
   "use_ema": False,  # evaluate state.ema_params
+  # reid: also report retrieval after subtracting each camera's mean
+  # feature ("eval/<name>/camnorm/rank1"): test-time camera normalisation
+  # from camera ids alone (no identity labels).
+  "camera_centering": False,
+  # verification pairs (att_faces: a seeded balanced list; lfw: pairs.txt)
+  "folds": 10,
+  "pairs_per_fold": 60,
+  "pairs_seed": 0,
 }
 
 
@@ -67,8 +80,15 @@ def extract(
   return np.concatenate(feats)
 
 
-class ReidEvaluator:
-  """Re-ID retrieval on a data set's query/gallery protocol.
+def _variables(state: Any, use_ema: bool) -> dict:
+  params = state.ema_params if use_ema else state.params
+  if params is None:
+    raise ValueError("use_ema=True but the state has no EMA parameters")
+  return {"params": params, "batch_stats": state.batch_stats}
+
+
+class _Evaluator:
+  """Shared set-up: name, model, fields, lazily loaded evaluation data.
 
   Args:
     name: key under which results are logged ("eval/<name>/rank1").
@@ -79,17 +99,41 @@ class ReidEvaluator:
   def __init__(self, name: str, model: Any, cfg: Mapping[str, Any]):
     self.name, self.model, self.cfg = name, model, cfg
     self.log_steps = cfg["log_steps"]
-    self._sets = None
+    self._data = None
+
+  def _files(self) -> dict:
+    return {
+      "data_dir": self.cfg["data_dir"] or None,
+      "manual_dir": self.cfg["manual_dir"] or None,
+    }
+
+  def _features(self, state: Any, images: np.ndarray) -> np.ndarray:
+    return extract(
+      self.model,
+      _variables(state, self.cfg["use_ema"]),
+      images,
+      size=tuple(self.cfg["image_size"]),
+      feature=self.cfg["feature"],
+      batch_size=self.cfg["batch_size"],
+    )
+
+  def data(self):
+    if self._data is None:
+      self._data = self._load()
+    return self._data
 
   def _load(self):
-    if self._sets is None:
-      from idlearn import data
+    from idlearn import data
 
-      q, g = data.reid_eval_sets(
-        self.cfg["data"], image_size=tuple(self.cfg["image_size"])
-      )
-      self._sets = (q, g)
-    return self._sets
+    return data.reid_eval_sets(
+      self.cfg["data"],
+      image_size=tuple(self.cfg["image_size"]),
+      **self._files(),
+    )
+
+
+class ReidEvaluator(_Evaluator):
+  """Re-ID retrieval on a data set's query/gallery protocol."""
 
   def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
     """Evaluates `state`; returns {"eval/<name>/rank1": ..., ...}.
@@ -99,16 +143,9 @@ class ReidEvaluator:
     """
     from idlearn.evaluators import reid
 
-    q, g = self._load()
-    params = state.ema_params if self.cfg["use_ema"] else state.params
-    variables = {"params": params, "batch_stats": state.batch_stats}
-    kw = dict(
-      size=tuple(self.cfg["image_size"]),
-      feature=self.cfg["feature"],
-      batch_size=self.cfg["batch_size"],
-    )
-    qf = extract(self.model, variables, q["image"], **kw)
-    gf = qf if g is q else extract(self.model, variables, g["image"], **kw)
+    q, g = self.data()
+    qf = self._features(state, q["image"])
+    gf = qf if g is q else self._features(state, g["image"])
     res = reid.evaluate(
       qf, q["id"], q["cam"], gf, g["id"], g["cam"], metric=self.cfg["metric"]
     )
@@ -118,11 +155,136 @@ class ReidEvaluator:
       plots.write_eval_pictures(
         picture_dir, q, g, qf, gf, cmc=res["cmc"], metric=self.cfg["metric"]
       )
-    keys = ("rank1", "rank5", "rank10", "mAP", "mINP")
-    return {f"eval/{self.name}/{k}": float(res[k]) for k in keys if k in res}
+    out = _reid_results(self.name, res)
+    if self.cfg["camera_centering"]:
+      qc, gc = center_cameras(qf, q["cam"], gf, g["cam"], same=g is q)
+      res = reid.evaluate(
+        qc, q["id"], q["cam"], gc, g["id"], g["cam"], metric=self.cfg["metric"]
+      )
+      out.update(_reid_results(f"{self.name}/camnorm", res))
+    return out
 
 
-_TYPES = {"reid": ReidEvaluator}
+def center_cameras(
+  qf: np.ndarray,
+  q_cams: np.ndarray,
+  gf: np.ndarray,
+  g_cams: np.ndarray,
+  *,
+  same: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Unit features minus their camera's mean unit feature.
+
+  The mean of camera c is over every query and gallery image of camera c
+  (once when query and gallery are the same set, `same=True`).
+
+  Returns:
+    (query [n, d], gallery [m, d]) float32 features.
+  """
+
+  def unit(x):
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+  qu, gu = unit(qf), unit(gf)
+  pool = qu if same else np.concatenate([qu, gu])
+  cams = np.asarray(q_cams) if same else np.concatenate([q_cams, g_cams])
+  means = {c: pool[cams == c].mean(0) for c in np.unique(cams)}
+  qc = qu - np.stack([means[c] for c in q_cams])
+  gc = gu - np.stack([means[c] for c in g_cams])
+  return qc.astype(np.float32), gc.astype(np.float32)
+
+
+def _reid_results(name: str, res: Mapping[str, Any]) -> dict[str, float]:
+  keys = ("rank1", "rank5", "rank10", "mAP", "mINP")
+  return {f"eval/{name}/{k}": float(res[k]) for k in keys if k in res}
+
+
+def pool_tracklets(
+  feats: np.ndarray, split: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Frame features [n, d] -> (tracklet features [t, d], ids [t], cams [t]).
+
+  Each tracklet's feature is the mean of its frames' L2-normalised
+  features (MARS protocol: average pooling over the sequence).
+  """
+  track = np.asarray(split["tracklet"])
+  uniq, inv = np.unique(track, return_inverse=True)
+  unit = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+  pooled = np.zeros((len(uniq), feats.shape[1]), np.float64)
+  np.add.at(pooled, inv, unit)
+  pooled /= np.bincount(inv)[:, None]
+  first = np.zeros(len(uniq), np.int64)
+  first[inv[::-1]] = np.arange(len(track))[::-1]  # a frame of each tracklet
+  return pooled.astype(np.float32), split["id"][first], split["cam"][first]
+
+
+class VideoReidEvaluator(_Evaluator):
+  """Tracklet retrieval: query tracklets against gallery tracklets."""
+
+  def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
+    from idlearn.evaluators import reid
+
+    del picture_dir  # per-frame pictures are not drawn for tracklets
+    q, g = self.data()
+    if "tracklet" not in q:
+      raise ValueError(
+        f"config.evals.{self.name}: type video_reid needs a video data set "
+        f"(records with a tracklet), got {self.cfg['data']!r}"
+      )
+    qf, qi, qc = pool_tracklets(self._features(state, q["image"]), q)
+    gf, gi, gc = pool_tracklets(self._features(state, g["image"]), g)
+    res = reid.evaluate(qf, qi, qc, gf, gi, gc, metric=self.cfg["metric"])
+    return _reid_results(self.name, res)
+
+
+class VerificationEvaluator(_Evaluator):
+  """Face verification on the data set's pairs (10-fold protocol)."""
+
+  def _load(self):
+    from idlearn import data
+
+    pairs = data.verification_pairs(
+      self.cfg["data"],
+      folds=self.cfg["folds"],
+      pairs_per_fold=self.cfg["pairs_per_fold"],
+      seed=self.cfg["pairs_seed"],
+      **self._files(),
+    )
+    images = data.load_split(
+      self.cfg["data"],
+      pairs["split"],
+      image_size=tuple(self.cfg["image_size"]),
+      **self._files(),
+    )["image"]
+    return pairs, images
+
+  def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
+    from idlearn.evaluators import verification
+
+    del picture_dir
+    pairs, images = self.data()
+    feats = self._features(state, images)
+    res = verification.evaluate(
+      feats[pairs["index1"]],
+      feats[pairs["index2"]],
+      pairs["same"],
+      fold_ids=pairs["fold"],
+    )
+    out = {
+      f"eval/{self.name}/{k}": float(res[k])
+      for k in ("accuracy", "accuracy_std", "roc_auc")
+    }
+    for far, tar in res["tar_at_far"].items():
+      out[f"eval/{self.name}/tar@far={far:g}"] = float(tar)
+    return out
+
+
+_TYPES = {
+  "reid": ReidEvaluator,
+  "video_reid": VideoReidEvaluator,
+  "verification": VerificationEvaluator,
+}
 
 
 def make_evaluators(config: Mapping[str, Any] | None, model: Any) -> list:

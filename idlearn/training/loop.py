@@ -12,14 +12,21 @@ import functools
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
 
-from idlearn.training import checkpoint, fields, objectives, optim, sharding
+from idlearn.training import (
+  checkpoint,
+  fields,
+  objectives,
+  optim,
+  relabel,
+  sharding,
+)
 from idlearn.training import eval as eval_lib
 from idlearn.training import model as model_lib
 from idlearn.training import state as state_lib
@@ -42,6 +49,7 @@ FIELDS = {
   "loss": None,
   "optim": None,
   "evals": None,
+  "pseudo_labels": None,  # DomainMix: see idlearn.training.relabel.FIELDS
 }
 INPUT_FIELDS = {
   "name": fields.REQUIRED,  # an idlearn.data set name
@@ -50,6 +58,8 @@ INPUT_FIELDS = {
   "global_batch_size": 64,
   "sampler": "random",  # random | pk | frame_pairs
   "k": 4,  # images per identity (pk)
+  "group_by": "id",  # pk identities: id | tracklet (video, no labels)
+  "frame_gap": 1,  # frame_pairs: distance of the two frames
   "num_workers": 0,
   "data_dir": "",
   "manual_dir": "",
@@ -65,10 +75,21 @@ class Parts:
   views_fn: step_lib.ViewsFn
   evaluators: list = dataclasses.field(default_factory=list)
   batch_size: int = 0
+  relabeler: Any = None  # relabel.Relabeler (DomainMix), or None
 
 
-def make_loader(config: Mapping[str, Any], seed: int) -> Any:
-  """config.input -> idlearn.data train loader reading this process's shard."""
+def make_loader(
+  config: Mapping[str, Any],
+  seed: int,
+  *,
+  global_batch_size: int | None = None,
+  labels: np.ndarray | None = None,
+) -> Any:
+  """config.input -> idlearn.data train loader reading this process's shard.
+
+  `global_batch_size` and `labels` (pseudo identities) override the
+  config's batch size and the split's identities.
+  """
   from idlearn import data
 
   cfg = fields.resolve(config, INPUT_FIELDS, "config.input")
@@ -76,7 +97,7 @@ def make_loader(config: Mapping[str, Any], seed: int) -> Any:
     name=cfg["name"],
     split=cfg["split"],
     image_size=tuple(cfg["image_size"]),
-    global_batch_size=cfg["global_batch_size"],
+    global_batch_size=global_batch_size or cfg["global_batch_size"],
     sampler=cfg["sampler"],
     k=cfg["k"],
     seed=seed,
@@ -85,7 +106,14 @@ def make_loader(config: Mapping[str, Any], seed: int) -> Any:
     process_count=jax.process_count(),
     data_dir=cfg["data_dir"] or None,
     manual_dir=cfg["manual_dir"] or None,
+    frame_gap=cfg["frame_gap"],
+    group_by=cfg["group_by"],
+    labels=labels,
   )
+
+
+def _relabel_loader(config, batch, seed, labels):
+  return make_loader(config, seed, global_batch_size=batch, labels=labels)
 
 
 def make_views_fn(config: Mapping[str, Any]) -> step_lib.ViewsFn:
@@ -119,18 +147,40 @@ def build(config: Any, **given: Any) -> Parts:
     model = model_lib.make_model(
       cfg["model"], num_classes=_num_classes(cfg["model"], inp)
     )
-  loader = given.get("loader") or make_loader(inp, cfg["seed"])
+  relabeler = given.get("relabeler")
+  if relabeler is None and cfg["pseudo_labels"]:
+    relabeler = relabel.Relabeler(
+      fields.resolve(
+        cfg["pseudo_labels"], relabel.FIELDS, "config.pseudo_labels"
+      ),
+      model,
+      _relabel_loader,
+      inp,
+      cfg["seed"],
+    )
+  loader = given.get("loader")
+  if loader is None and relabeler is None:
+    loader = make_loader(inp, cfg["seed"])
   views_fn = given.get("views_fn") or make_views_fn(cfg["views"])
   evaluators = given.get("evaluators")
   if evaluators is None:
     evaluators = eval_lib.make_evaluators(cfg["evals"], model)
-  return Parts(model, loader, views_fn, evaluators, inp["global_batch_size"])
+  return Parts(
+    model,
+    loader,
+    views_fn,
+    evaluators,
+    inp["global_batch_size"],
+    relabeler,
+  )
 
 
 def _num_classes(model_cfg, inp) -> int:
   """Identities of the training split, for a classifier head (else 0)."""
   head = (model_cfg or {}).get("head", "none")
-  if head != "bnneck" or (model_cfg or {}).get("num_classes", 0):
+  if head not in ("bnneck", "margin") or (model_cfg or {}).get(
+    "num_classes", 0
+  ):
     return 0
   from idlearn import data
 
@@ -143,18 +193,24 @@ def _num_classes(model_cfg, inp) -> int:
   return int(labels.max()) + 1
 
 
-def _init_state(cfg, parts, tx, mesh, sample):
+def _init_state(cfg, parts, tx, mesh, sample, objective=None):
   """Initialises the state on device, replicated, in one compiled call."""
   ema = optim.ema_decay_fn(cfg["optim"], cfg["total_steps"]) is not None
   rng = jax.random.PRNGKey(cfg["seed"])
   # Shapes only: running the augmentations eagerly would compile every op.
   view = jax.eval_shape(parts.views_fn, rng, sample)[0]
+  init_extras = getattr(objective, "init_extras", None)
 
   def init(rng):
     init_rng, run_rng = jax.random.split(rng)
     x = jax.numpy.zeros(view.shape, view.dtype)
-    variables = parts.model.init(init_rng, x, train=False)
-    return state_lib.create(variables, tx, run_rng, ema=ema)
+    outs, variables = parts.model.init_with_output(init_rng, x, train=False)
+    extras, shapes = {}, jax.tree.map(jax.typeof, outs)
+    if init_extras is not None:
+      extras.update(init_extras(shapes))
+    if parts.relabeler is not None:
+      extras.update(parts.relabeler.init_extras(shapes))
+    return state_lib.create(variables, tx, run_rng, ema=ema, extras=extras)
 
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
 
@@ -221,9 +277,8 @@ def train(
   total = cfg["total_steps"]
   tx, schedule = optim.make_optimizer(cfg["optim"], total)
   objective = objectives.make_objective(cfg["loss"], mesh)
-  it = iter(parts.loader)
-  first = next(it)  # the shapes to initialise with; replayed below
-  state = _init_state(cfg, parts, tx, mesh, first["image"][:1])
+  inputs = _Inputs(parts, mesh)
+  state = _init_state(cfg, parts, tx, mesh, inputs.sample(), objective)
   ckpt = checkpoint.Checkpointer(
     workdir,
     save_steps=cfg["ckpt_steps"],
@@ -235,8 +290,7 @@ def train(
   start = ckpt.latest_step()
   if start is not None:
     state, data_state = ckpt.restore(start, _abstract(state, mesh))
-    it = _resume_iterator(parts.loader, data_state, start)
-    first = None
+    inputs.resume(data_state, start)
     writer_lib.say(f"resumed from {ckpt.directory} at step {start}")
   start = int(sharding.to_host(state.step))
   _save_config(config, workdir)
@@ -254,27 +308,70 @@ def train(
     donate_argnums=(0,),
   )
   try:
-    return _run(
-      cfg, parts, state, it, first, start, step_fn, ckpt, mesh, workdir
-    )
+    return _run(cfg, parts, state, inputs, start, step_fn, ckpt, mesh, workdir)
   finally:
     ckpt.close()
 
 
-def _resume_iterator(loader, data_state, step) -> Iterator:
-  it = iter(loader)
-  if data_state is None:
-    logging.warning(
-      "checkpoint %d has no input state for this process layout; the "
-      "input restarts from its seed (not an exact resume)",
-      step,
-    )
-  else:
-    it.set_state(data_state)
-  return it
+class _Inputs:
+  """The run's batches: the loader's iterator, resumable, and (DomainMix)
+  re-made after every re-clustering of the target set."""
+
+  def __init__(self, parts: Parts, mesh: Any):
+    self.relabeler, self.mesh = parts.relabeler, mesh
+    self.loader, self.first = parts.loader, None
+    self.it, self.data_state = None, None
+    if self.relabeler is None:
+      self.it = iter(self.loader)
+      self.first = next(self.it)  # the shapes to initialise with; replayed
+
+  def sample(self) -> np.ndarray:
+    """One input image (uint8 [1, ...]) of the training shape."""
+    if self.first is not None:
+      return self.first["image"][:1]
+    size = self.relabeler._input["image_size"]
+    return np.zeros((1, *size, 3), np.uint8)
+
+  def resume(self, data_state: Any, step: int) -> None:
+    self.first = None
+    if self.relabeler is None:
+      self.it = iter(self.loader)
+      if data_state is None:
+        logging.warning(
+          "checkpoint %d has no input state for this process layout; the "
+          "input restarts from its seed (not an exact resume)",
+          step,
+        )
+      else:
+        self.it.set_state(data_state)
+    else:  # re-made from the restored pseudo labels in `next`
+      self.it, self.data_state = None, data_state
+
+  def next(self, state: Any, step: int, writer: Any) -> tuple[Any, Any, Any]:
+    """(state, batch, iterator state after it) for step `step` (1-based)."""
+    if self.relabeler is not None:
+      state = self._relabel(state, step - 1, writer)
+    if self.first is not None:
+      batch, self.first = self.first, None
+    else:
+      batch = next(self.it)
+    return state, batch, self.it.get_state()
+
+  def _relabel(self, state, done: int, writer):
+    every = self.relabeler.every_steps
+    if done % every == 0:  # due: cluster with the current model
+      state, info = self.relabeler.refresh(state, self.mesh)
+      writer.write(done, info)
+      self.it = iter(self.relabeler.loader(state.extras, done))
+    elif self.it is None:  # resumed mid-interval: the restored labels
+      last = done - done % every
+      self.it = iter(self.relabeler.loader(state.extras, last))
+      if self.data_state is not None:
+        self.it.set_state(self.data_state)
+    return state
 
 
-def _run(cfg, parts, state, it, first, start, step_fn, ckpt, mesh, workdir):
+def _run(cfg, parts, state, inputs, start, step_fn, ckpt, mesh, workdir):
   total, out = cfg["total_steps"], {}
   writer = writer_lib.MetricWriter(workdir)
   if cfg["eval_at_start"] and start == 0 and parts.evaluators:
@@ -287,8 +384,7 @@ def _run(cfg, parts, state, it, first, start, step_fn, ckpt, mesh, workdir):
   ckpt.watch_sigterm()
   pending = None  # (step, device metrics) checked one step late: async
   for step in range(start + 1, total + 1):
-    batch, first = (first, None) if first is not None else (next(it), None)
-    data_state = it.get_state()
+    state, batch, data_state = inputs.next(state, step, writer)
     batch = sharding.put_local_batch(batch, mesh)
     with jax.transfer_guard("disallow"):
       state, metrics = step_fn(state, batch)
@@ -344,8 +440,9 @@ def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
   given.setdefault("loader", [])  # no training input needed
   parts = build(config, **given)
   tx, _ = optim.make_optimizer(cfg["optim"], cfg["total_steps"])
+  objective = objectives.make_objective(cfg["loss"], mesh)
   sample = np.zeros((1, *inp["image_size"], 3), np.uint8)
-  state = _init_state(cfg, parts, tx, mesh, sample)
+  state = _init_state(cfg, parts, tx, mesh, sample, objective)
   ckpt = checkpoint.Checkpointer(workdir, save_steps=cfg["ckpt_steps"])
   try:
     step = ckpt.latest_step()
