@@ -1,6 +1,17 @@
 """Shared helpers for experiment configs (imports only ml_collections)."""
 
+import os
+
 import ml_collections
+
+# The larger real sets that are not bundled with the package (MARS mini):
+# the checkout's ../shared/data, or $IDLEARN_SHARED_DATA.
+SHARED_DATA = os.environ.get("IDLEARN_SHARED_DATA", "../shared/data")
+
+
+def shared(name: str) -> str:
+  """Absolute path of data set folder `name` under SHARED_DATA."""
+  return os.path.abspath(os.path.join(SHARED_DATA, name))
 
 
 def _convert(value: str, default):

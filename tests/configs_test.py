@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from configs import common
 from idlearn import main
 
 _CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -33,13 +34,31 @@ def test_every_config_file_is_tested():
     "supervised_pku_reid",
     "simclr_pku_reid",
     "dcl_pku_reid",
+    "dclw_pku_reid",
+    "barlow_twins_pku_reid",
+    "mixed_barlow_twins_pku_reid",
+    "facenet_att_faces",
+    "arcface_att_faces",
+    "cosface_att_faces",
+    "isr_mars",
+    "cion_mars",
+    "domainmix_pku_mars",
   } <= set(_NAMES)
+
+
+def _needs_shared_data(config) -> None:
+  """Skips (saying why) when a config reads ../shared/data that is absent."""
+  for value in json.dumps(config.to_dict(), default=str).split('"'):
+    if value.startswith(os.path.abspath(common.SHARED_DATA)):
+      if not os.path.isdir(value):
+        pytest.skip(f"{value} is absent (real data kept outside the repo)")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", _NAMES)
 def test_smoke_runs_two_steps_then_resumes(name):
   config = _load(name).get_config("smoke")
+  _needs_shared_data(config)
   full = _load(name).get_config()
   # The smoke variant changes sizes, not the structure of the experiment.
   assert set(config.to_dict()) == set(full.to_dict())
@@ -48,13 +67,16 @@ def test_smoke_runs_two_steps_then_resumes(name):
   workdir = tempfile.mkdtemp()
   results = main.run(config, workdir)
   assert "2" in os.listdir(Path(workdir, "checkpoints"))
-  assert {"train/loss", "eval/pku_reid/rank1"} <= set(results)
+  evals = [k for k in results if k.startswith("eval/")]
+  assert "train/loss" in results and evals, sorted(results)
   config.unlock()
   config.total_steps = 3
   config.eval_at_start = False
   results = main.run(config, workdir)
   steps = [
-    json.loads(line)["step"] for line in open(Path(workdir, "metrics.jsonl"))
+    rec["step"]
+    for rec in map(json.loads, open(Path(workdir, "metrics.jsonl")))
+    if "train/loss" in rec
   ]
   assert steps.count(3) >= 1 and steps.count(1) == 1  # resumed at 2, not 0
-  assert "eval/pku_reid/mAP" in results
+  assert set(evals) <= set(results)

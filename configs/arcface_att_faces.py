@@ -1,0 +1,19 @@
+r"""ArcFace on AT&T faces: configs/facenet_att_faces.py with loss=arcface.
+
+  python -m idlearn.main --config=configs/arcface_att_faces.py \
+      --workdir=runs/arcface_att_faces
+  python -m idlearn.main --config=configs/arcface_att_faces.py:smoke \
+      --workdir=/tmp/smoke
+
+Arg keys: as configs/facenet_att_faces.py (loss is fixed here).
+"""
+
+import ml_collections
+
+from configs import facenet_att_faces
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return facenet_att_faces.get_config(
+    f"loss=arcface,{arg}" if arg else "loss=arcface"
+  )

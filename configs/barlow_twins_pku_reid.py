@@ -1,0 +1,43 @@
+r"""Barlow Twins, or Mixed Barlow Twins, self-supervised on PKU-Reid.
+
+Barlow Twins (Zbontar et al., 2021): the cross-correlation of the two
+views' standardised projections is pushed to the identity. Mixed Barlow
+Twins (Bandara et al., 2023; `mixed=True`, or
+configs/mixed_barlow_twins_pku_reid.py) adds a third, mixed view
+lam * v1 + (1 - lam) * v2[perm] (lam ~ Beta(1, 1)) and the regulariser
+that its cross-correlations with each view interpolate the views' own,
+against overfitting on small data. Views, encoder, budget and evaluation
+as configs/simclr_pku_reid.py; projector 3 layers, 1024 wide.
+
+  python -m idlearn.main --config=configs/barlow_twins_pku_reid.py \
+      --workdir=runs/barlow_twins_pku_reid
+  python -m idlearn.main --config=configs/barlow_twins_pku_reid.py:mixed \
+      --workdir=runs/mixed_barlow_twins_pku_reid
+
+Arg keys: mixed, mix_scale, lambda_offdiag, views, epochs, batch, seed,
+smoke. Expect: measured numbers in experiments/barlow_twins_pku_reid/.
+"""
+
+import ml_collections
+
+from configs import common, simclr_pku_reid
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(
+    arg, mixed=False, mix_scale=5.0, lambda_offdiag=5e-3, views="reid",
+    epochs=20, batch=64, seed=0, smoke=False,
+  )  # fmt: skip
+  base = f"views={arg.views},epochs={arg.epochs},batch={arg.batch}"
+  base += f",seed={arg.seed}" + (",smoke" if arg.smoke else "")
+  c = simclr_pku_reid.get_config(base)
+  if not arg.smoke:
+    c.model.proj_hidden = c.model.proj_out = 1024
+  c.model.proj_layers = 3
+  c.loss = dict(
+    name="barlow_twins", on="proj", lambda_offdiag=arg.lambda_offdiag
+  )
+  if arg.mixed:
+    c.loss.name = "mixed_barlow_twins"
+    c.loss.mix_alpha, c.loss.mix_scale = 1.0, arg.mix_scale
+  return c

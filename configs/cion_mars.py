@@ -1,0 +1,80 @@
+r"""CION identity-guided self-distillation on MARS mini tracklets (or ids).
+
+Zuo et al., NeurIPS 2024. DINO self-distillation (student; EMA teacher with
+momentum 0.996 -> 1, teacher temperature 0.04, centre momentum 0.9) over
+multi-crop views (2 global 128x64 crops the teacher sees, 4 local 64x32
+crops), where each image's student must also predict the teacher's output
+for the other K - 1 instances of its identity (`losses.cion`). K grows
+during training: 2 for the first half, then 4 (the sampler's P x K batches
+hold 4 instances per identity). Identities are tracklets of
+mars_mini/bbox_train (data=mars, no labels) or the labelled ids of
+PKU-Reid's training split (data=pku_reid). Evaluated with the teacher.
+
+  python -m idlearn.main --config=configs/cion_mars.py --workdir=runs/cion
+  python -m idlearn.main --config=configs/cion_mars.py:data=pku_reid \
+      --workdir=runs/cion_pku_reid
+  python -m idlearn.main --config=configs/cion_mars.py:smoke --workdir=/tmp/s
+
+Needs ../shared/data/mars_mini for data=mars (training and evaluation).
+Arg keys: data, steps, batch, k, local_crops, prototypes, seed, smoke.
+Expect: measured numbers in experiments/cion_mars/README.md.
+"""
+
+import ml_collections
+
+from configs import common, simclr_pku_reid
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(
+    arg, data="mars", steps=400, batch=64, k=4, local_crops=4,
+    prototypes=1024, seed=0, smoke=False,
+  )  # fmt: skip
+  if arg.data not in ("mars", "pku_reid"):
+    raise ValueError(f"data={arg.data!r}: expected mars or pku_reid")
+  base = f"batch={arg.batch},seed={arg.seed}" + (",smoke" if arg.smoke else "")
+  c = simclr_pku_reid.get_config(base)
+  c.total_steps = 2 if arg.smoke else arg.steps
+  size = tuple(c.input.image_size)
+  local = (size[0] // 2, size[1] // 2)
+  c.input.sampler, c.input.k = "pk", arg.k
+  if arg.data == "mars":
+    mars = common.shared("mars_mini")
+    c.input.name, c.input.manual_dir, c.input.group_by = (
+      "mars",
+      mars,
+      "tracklet",
+    )
+    c.evals = dict(
+      mars=dict(
+        type="video_reid", data="mars", manual_dir=mars, image_size=size,
+        batch_size=64, log_steps=0, feature="eval", metric="cosine",
+      )
+    )  # fmt: skip
+  glob = dict(
+    size=size, crop_scale=(0.4, 1.0), crop_ratio=(0.35, 0.7), flip=0.5,
+    color_jitter=(0.3, 0.3, 0.0, 0.0), color_p=0.8,
+  )  # fmt: skip
+  loc = dict(glob, size=local, crop_scale=(0.1, 0.4))
+  c.views = {"g1": dict(glob), "g2": dict(glob)}
+  c.views.update({f"l{i}": dict(loc) for i in range(arg.local_crops)})
+  c.model.head = "dino"
+  c.model.proj_layers, c.model.dino_out = 3, arg.prototypes
+  if arg.smoke:
+    c.model.dino_out = 32
+    # Each device must hold whole identity groups: 8 (fake) devices x K=4.
+    c.input.global_batch_size = 32
+  half = 0 if arg.smoke else c.total_steps // 2
+  c.loss = dict(
+    name="cion", on="dino", student_temp=0.1, teacher_temp=0.04,
+    center_momentum=0.9, global_views=2, instances=(2, 4),
+    instance_steps=(0, half),
+  )  # fmt: skip
+  c.optim = dict(
+    name="adamw", lr=5e-4, weight_decay=0.04,
+    warmup_steps=0 if arg.smoke else c.total_steps // 10,
+    end_lr_factor=0.01, clip_norm=3.0, ema_decay=0.996, ema_end_decay=1.0,
+  )  # fmt: skip
+  for ev in c.evals.values():
+    ev.use_ema = True  # the teacher is the model DINO / CION keep
+  return c

@@ -1,0 +1,92 @@
+r"""Face embeddings on AT&T faces: FaceNet triplets, or ArcFace / CosFace.
+
+Trains on subjects s1..s28 (280 grey 112x92 images, bundled) and reports
+face verification on the 12 held-out subjects s29..s40: 600 seeded
+balanced pairs in 10 folds (LFW protocol: each fold's threshold chosen on
+the other nine), ROC AUC and TAR@FAR.
+
+  python -m idlearn.main --config=configs/facenet_att_faces.py \
+      --workdir=runs/facenet_att_faces
+  python -m idlearn.main --config=configs/facenet_att_faces.py:smoke \
+      --workdir=/tmp/smoke
+
+loss=triplet (default, FaceNet: Schroff et al. 2015): L2-normalised 128-d
+embedding, squared Euclidean distances, margin 0.2, online semi-hard
+mining within P x K batches. loss=arcface / cosface (configs/
+arcface_att_faces.py, cosface_att_faces.py): the same embedding with a
+margin softmax over the 28 training subjects (scale 30; margin 0.5 rad /
+0.35).
+
+Arg keys: loss, steps, p, k, encoder, width, seed, smoke. Expect: measured
+numbers in experiments/faces_att/README.md.
+"""
+
+import ml_collections
+
+from configs import common
+
+MARGINS = {"arcface": 0.5, "cosface": 0.35}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(
+    arg, loss="triplet", steps=400, p=14, k=4, encoder="resnet18", width=16,
+    height=112, width_px=96, seed=0, smoke=False,
+  )  # fmt: skip
+  if arg.loss not in ("triplet", *MARGINS):
+    raise ValueError(f"loss={arg.loss!r}: expected triplet, arcface, cosface")
+  c = ml_collections.ConfigDict()
+  size = (arg.height, arg.width_px)
+  c.seed = arg.seed
+  c.total_steps = arg.steps
+  c.log_steps, c.ckpt_steps, c.keep_ckpts = 10, 100, 2
+  c.best_metric, c.best_mode = "", "max"
+  c.eval_at_start = True
+  c.async_ckpt = True
+  c.input = dict(
+    name="att_faces", split="train", image_size=size,
+    global_batch_size=arg.p * arg.k, sampler="pk", k=arg.k, num_workers=0,
+    data_dir="", manual_dir="",
+  )  # fmt: skip
+  c.views = dict(
+    a=dict(
+      size=size, crop_scale=(0.7, 1.0), crop_ratio=(0.75, 0.95), flip=0.5,
+      color_jitter=(0.3, 0.3, 0.0, 0.0), color_p=0.8,
+    )
+  )  # fmt: skip
+  w = arg.width
+  head = "embedding" if arg.loss == "triplet" else "margin"
+  c.model = dict(
+    encoder=arg.encoder, encoder_kw=dict(widths=(w, 2 * w, 4 * w, 8 * w)),
+    head=head, num_classes=0, proj_out=128, dtype="float32",
+  )  # fmt: skip
+  if arg.loss == "triplet":
+    c.loss = dict(
+      name="triplet", on="proj", margin=0.2, mining="semi_hard",
+      squared=True, normalize=True,
+    )  # fmt: skip
+  else:
+    c.loss = dict(
+      name=arg.loss, on="proj", scale=30.0, margin=MARGINS[arg.loss]
+    )
+  c.optim = dict(
+    name="adamw", lr=1e-3, weight_decay=5e-4,
+    warmup_steps=c.total_steps // 10, end_lr_factor=0.01,
+  )  # fmt: skip
+  c.evals = dict(
+    att_faces=dict(
+      type="verification", data="att_faces", image_size=size, batch_size=64,
+      log_steps=0, feature="eval", folds=10, pairs_per_fold=60,
+      pairs_seed=0,
+    )
+  )  # fmt: skip
+  if arg.smoke:
+    c.total_steps, c.log_steps, c.ckpt_steps = 2, 1, 1
+    c.input.global_batch_size, c.input.k = 16, 4
+    small = (32, 24)
+    c.input.image_size = c.evals.att_faces.image_size = c.views.a.size = small
+    c.model.encoder = "resnet_tiny"
+    c.model.encoder_kw = {}
+    c.model.proj_out = 16
+    c.optim.warmup_steps = 0
+  return c

@@ -1,0 +1,44 @@
+r"""Cross-camera ISR on PKU-Reid: positives mined across cameras, no labels.
+
+ISR's positive mining (Dou et al., ICCV 2023: maximum-weight bipartite
+matching between the person instances of two frames, reliability-guided
+contrastive loss) applied to the two cameras of still images instead of
+two video frames: each batch row holds a training image and a random image
+of the other camera (sampler "camera_pairs"; camera ids are used, identity
+labels are not), the two sides are matched by the Hungarian algorithm
+with same-camera pairs forbidden, and matched pairs are pulled together,
+weighted by their reliability. The camera-specific background cannot
+explain a cross-camera match, so the matching has to rely on the person.
+Encoder, views, budget and evaluation as configs/simclr_pku_reid.py.
+
+  python -m idlearn.main --config=configs/isr_pku_reid.py \
+      --workdir=runs/isr_pku_reid
+  python -m idlearn.main --config=configs/isr_pku_reid.py:smoke \
+      --workdir=/tmp/smoke
+
+Arg keys: matching, sigma, temperature, min_similarity, epochs, batch,
+views, seed, smoke. Expect: measured numbers in
+experiments/ssl_pku_reid/README.md.
+"""
+
+import ml_collections
+
+from configs import common, simclr_pku_reid
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(
+    arg, matching="hungarian", sigma=0.5, temperature=0.1,
+    min_similarity=-1.0, epochs=20, batch=64, views="reid", seed=0,
+    smoke=False,
+  )  # fmt: skip
+  base = f"views={arg.views},epochs={arg.epochs},batch={arg.batch}"
+  base += f",seed={arg.seed}" + (",smoke" if arg.smoke else "")
+  c = simclr_pku_reid.get_config(base)
+  c.input.sampler = "camera_pairs"
+  c.loss = dict(
+    name="isr", on="proj", temperature=arg.temperature, sigma=arg.sigma,
+    matching=arg.matching, min_similarity=arg.min_similarity,
+    cross_camera=True,
+  )  # fmt: skip
+  return c
