@@ -1,6 +1,7 @@
 """Gives every test 8 fake CPU devices; must run before JAX initialises."""
 
 import os
+from pathlib import Path
 
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -11,3 +12,21 @@ import jax  # noqa: E402
 
 # Fail loudly if JAX was initialised before the flag was set.
 assert jax.device_count() == 8, jax.devices()
+
+
+import pytest  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared():
+  """shared(name) -> ../shared/data/<name> as str, or skip saying why."""
+
+  def get(name: str) -> str:
+    path = SHARED / name
+    if not path.is_dir():
+      pytest.skip(f"{path} is absent (real data kept outside the repo)")
+    return os.fspath(path)
+
+  return get

@@ -1,26 +1,10 @@
 """Session-wide built datasets: TFDS builds take seconds, do them once."""
 
 import os
-from pathlib import Path
 
 import pytest
 
 from idlearn import data
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-@pytest.fixture(scope="session")
-def shared():
-  """shared(name) -> ../shared/data/<name> as str, or skip saying why."""
-
-  def get(name: str) -> str:
-    path = SHARED / name
-    if not path.is_dir():
-      pytest.skip(f"{path} is absent (real data kept outside the repo)")
-    return os.fspath(path)
-
-  return get
 
 
 @pytest.fixture(scope="session")

@@ -162,6 +162,59 @@ def test_frame_pairs_are_consecutive_frames_of_one_tracklet(
   assert len(pairs) == 1719 - 32
 
 
+def test_pk_by_tracklet_groups_frames_of_one_tracklet(data_dir, built, shared):
+  mars = shared("mars_mini")
+  meta = sources.split_meta(built("mars", mars), "train")
+  ds = data.make_train_loader(
+    name="mars", split="train", image_size=SIZE, global_batch_size=16,
+    sampler="pk", k=4, group_by="tracklet", data_dir=data_dir,
+    manual_dir=mars, seed=2,
+  )  # fmt: skip
+  for b in _take(ds, 4):  # 32 tracklets / P=4 -> 8 batches per epoch
+    track = meta["tracklet"][b["index"]].reshape(4, 4)
+    assert (track == track[:, :1]).all() and len(set(track[:, 0])) == 4
+    np.testing.assert_array_equal(b["tracklet"], track.ravel())
+
+
+def test_labels_override_ids_and_exclude_unlabelled(data_dir, built):
+  meta = sources.split_meta(built("pku_reid"), "train")
+  labels = np.full(len(meta["id"]), -1, np.int32)
+  keep = np.flatnonzero(meta["id"] % 3 == 0)  # a third of the ids
+  labels[keep] = meta["id"][keep] // 3
+  n_ids = len(np.unique(labels[keep]))
+  batches = _take(_loader(data_dir, sampler="pk", k=4, labels=labels), 8)
+  for b in batches:
+    np.testing.assert_array_equal(b["id"], labels[b["index"]])
+    np.testing.assert_array_equal(b["label"], labels[b["index"]])
+    assert (b["id"] >= 0).all()
+    ids = b["id"].reshape(4, 4)
+    assert (ids == ids[:, :1]).all()
+  seen = {int(i) for b in batches for i in b["id"]}
+  assert len(seen) <= n_ids
+  with pytest.raises(ValueError, match="labels has shape"):
+    _loader(data_dir, sampler="pk", labels=labels[:5])
+  with pytest.raises(ValueError, match="group_by"):
+    _loader(data_dir, sampler="pk", group_by="tracklet")
+
+
+def test_camera_pairs_pair_every_image_with_another_camera(data_dir, built):
+  meta = sources.split_meta(built("pku_reid"), "train")
+  batches = _take(_loader(data_dir, sampler="camera_pairs", seed=3), 62)
+  b = batches[0]
+  assert b["image"].shape == (16, 2, 32, 16, 3)
+  first = np.concatenate([x["index"][:, 0] for x in batches])
+  np.testing.assert_array_equal(np.sort(first), np.arange(992))  # an epoch
+  for x in batches:
+    i, j = x["index"][:, 0], x["index"][:, 1]
+    assert (meta["cam"][i] != meta["cam"][j]).all()
+    np.testing.assert_array_equal(x["pair_cam"], meta["cam"][x["index"]])
+    np.testing.assert_array_equal(x["pair_id"], meta["id"][x["index"]])
+    np.testing.assert_array_equal(x["id"], meta["id"][i])
+  # partners are drawn, not fixed: another seed pairs differently
+  other = _take(_loader(data_dir, sampler="camera_pairs", seed=4), 1)[0]
+  assert not np.array_equal(other["index"], b["index"])
+
+
 def test_bad_arguments(data_dir):
   with pytest.raises(ValueError, match="needs a video dataset"):
     _loader(data_dir, sampler="frame_pairs")

@@ -117,3 +117,34 @@ def test_align_by_matching_inside_jit(method):
   assert np.asarray(valid).tolist() == ok.tolist()
   with pytest.raises(ValueError, match="method"):
     matching.align_by_matching(a, b, method="auction")
+
+
+def test_align_by_matching_respects_the_allowed_mask():
+  rng = np.random.default_rng(5)
+  a = rng.normal(size=(6, 4)).astype(np.float32)
+  cams_a = np.array([0, 0, 0, 1, 1, 1])
+  b = a.copy()  # each row's best partner is itself, of the same camera
+  cams_b = cams_a.copy()
+  allowed = cams_a[:, None] != cams_b[None, :]
+  for method in ("hungarian", "sinkhorn"):
+    partner, valid = jax.jit(
+      lambda x, y, m, method=method: matching.align_by_matching(
+        x, y, method=method, allowed=m
+      )
+    )(a, b, allowed)
+    partner, valid = np.asarray(partner), np.asarray(valid)
+    assert (cams_b[partner[valid]] != cams_a[valid]).all(), method
+    # Brute force over the cross-camera permutations.
+    sim = (
+      a @ b.T / np.outer(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1))
+    )
+    best = max(
+      (p for p in itertools.permutations(range(6))
+       if all(allowed[i, p[i]] for i in range(6))),
+      key=lambda p: sum(sim[i, p[i]] for i in range(6)),
+    )  # fmt: skip
+    if method == "hungarian":
+      assert valid.all()
+      np.testing.assert_array_equal(partner, best)
+  with pytest.raises(ValueError, match="allowed"):
+    matching.align_by_matching(a, b, allowed=allowed[:3])

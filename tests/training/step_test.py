@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from idlearn import losses
 from idlearn.training import objectives, optim, sharding, state, step
@@ -115,3 +116,53 @@ def test_ema_follows_the_new_parameters():
     new.params,
   )
   assert optim.ema_update is not None
+
+
+def test_objective_hooks_prepare_teacher_and_extras():
+  """prepare adds a view, the EMA teacher sees the first view (batch
+  statistics of its own, running stats untouched), extras are updated."""
+  model = tiny.tiny_model()
+  batch = next(iter(tiny.SyntheticLoader()))
+  x0 = tiny.views_fn(jax.random.PRNGKey(0), batch["image"])[0]
+  variables = model.init(jax.random.PRNGKey(1), x0)
+  tx = optax.sgd(0.1)
+  st = state.create(
+    variables, tx, jax.random.PRNGKey(2), ema=True, extras={"n": jnp.int32(0)}
+  )
+  st = st.replace(ema_params=jax.tree.map(lambda p: p * 1.5, st.params))
+  seen = {}
+
+  def loss(outs, b, ctx):
+    seen["views"] = len(outs)
+    teacher_emb = ctx.teacher[0]["emb"]
+    value = jnp.mean((outs[2]["emb"] - 2 * teacher_emb) ** 2)
+    return value, {"teacher_emb": jnp.sum(teacher_emb), "n": ctx.extras["n"]}
+
+  obj = objectives.Objective(
+    loss,
+    teacher_views=1,
+    prepare=lambda rng, views, b: ((*views, views[0] * 2.0), b),
+    update_extras=lambda ex, outs, teacher, b: {"n": ex["n"] + 1},
+  )
+  fn = jax.jit(
+    lambda s, b: step.train_step(
+      s, b, model=model, tx=tx, objective=obj, views_fn=tiny.views_fn
+    )
+  )
+  mesh = sharding.make_data_mesh(jax.devices()[:1])
+  new, metrics = fn(st, sharding.put_local_batch(batch, mesh))
+  assert seen["views"] == 3
+  views = tiny.views_fn(jax.random.fold_in(st.rng, 0), batch["image"])
+  want, _ = model.apply(
+    {"params": st.ema_params, "batch_stats": st.batch_stats},
+    views[0],
+    train=True,
+    mutable=["batch_stats"],
+  )
+  np.testing.assert_allclose(
+    metrics["teacher_emb"], np.sum(want["emb"]), rtol=1e-5
+  )
+  assert int(metrics["n"]) == 0 and int(new.extras["n"]) == 1
+  st_no_ema = state.create(variables, tx, jax.random.PRNGKey(2))
+  with pytest.raises(ValueError, match="ema_decay"):
+    fn(st_no_ema, sharding.put_local_batch(batch, mesh))
