@@ -56,6 +56,11 @@ VIEWS = {
     crop_scale=(0.4, 1.0), crop_ratio=(0.35, 0.7), flip=0.5, erasing=0.5,
     style_standardization=0.5,
   ),
+  # BSS on every batch, with a wider low-frequency window.
+  "reid_bss_strong": dict(
+    crop_scale=(0.4, 1.0), crop_ratio=(0.35, 0.7), flip=0.5, erasing=0.5,
+    style_standardization=1.0, style_ratio=(0.05, 0.3),
+  ),
   # Narrow crops: mostly the person, little of the (camera-specific)
   # background at the sides.
   "reid_narrow": dict(

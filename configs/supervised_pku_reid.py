@@ -12,7 +12,8 @@ image a query against the others, Market-1501 protocol).
       --workdir=/tmp/smoke
 
 Arg keys: encoder, width (ResNet stage-1 width; 64 = torchvision), epochs,
-height, width_px, p, k, seed, smoke. configs/quickstart.py is this recipe on
+height, width_px, p, k, bss (batch style standardisation probability),
+seed, smoke. configs/quickstart.py is this recipe on
 a 5-minute CPU budget; measured numbers in experiments/quickstart/README.md.
 """
 
@@ -26,7 +27,7 @@ TRAIN_IMAGES = 992  # pku_reid train split
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(
     arg, encoder="resnet18", width=64, epochs=40, height=128, width_px=64,
-    p=16, k=4, seed=0, smoke=False,
+    p=16, k=4, bss=0.0, seed=0, smoke=False,
   )  # fmt: skip
   c = ml_collections.ConfigDict()
   size = (arg.height, arg.width_px)
@@ -45,6 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.views = dict(
     a=dict(size=size, flip=0.5, pad=10 * arg.height // 256, erasing=0.5)
   )
+  if arg.bss > 0:  # batch style standardisation (camera colour / light)
+    c.views.a.style_standardization = arg.bss
   encoder_kw = {}
   if arg.encoder.startswith("resnet"):  # last stride 1: finer final map
     w = arg.width
@@ -64,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.evals = dict(
     pku_reid=dict(
       type="reid", data="pku_reid", image_size=size, batch_size=64,
-      log_steps=0, feature="eval", metric="cosine",
+      log_steps=0, feature="eval", metric="cosine", camera_centering=True,
     )
   )  # fmt: skip
   if arg.smoke:
