@@ -1,4 +1,5 @@
-"""Gives every test 8 fake CPU devices; must run before JAX initialises."""
+"""Gives every test 8 fake CPU devices (before JAX initialises) and the
+session-wide data fixtures: ../shared/data sets, TFDS builds done once."""
 
 import os
 from pathlib import Path
@@ -9,6 +10,8 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+
+from idlearn import data  # noqa: E402
 
 # Fail loudly if JAX was initialised before the flag was set.
 assert jax.device_count() == 8, jax.devices()
@@ -28,5 +31,25 @@ def shared():
     if not path.is_dir():
       pytest.skip(f"{path} is absent (real data kept outside the repo)")
     return os.fspath(path)
+
+  return get
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+  """One TFDS data_dir per test session (per xdist worker)."""
+  return os.fspath(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def built(data_dir):
+  """prepare(name) of a bundled set, built once per session."""
+  cache = {}
+
+  def get(name, manual_dir=None):
+    key = (name, manual_dir)
+    if key not in cache:
+      cache[key] = data.prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+    return cache[key]
 
   return get

@@ -182,6 +182,7 @@ def make_train_loader(
   frame_gap: int = 1,
   group_by: str = "id",
   labels: np.ndarray | None = None,
+  pairs: np.ndarray | None = None,
 ) -> grain.IterDataset:
   """Endless, deterministic, resumable training batches of one split.
 
@@ -194,7 +195,7 @@ def make_train_loader(
       images, rows of one identity consecutive), "frame_pairs" (video
       sets: two consecutive frames of one tracklet per row) or
       "camera_pairs" (every record with a random record of another camera;
-      no identity labels used).
+      no identity labels used) or "pairs" (the given `pairs`).
     k: images per identity for "pk".
     seed: the order of every epoch follows from (seed, epoch).
     num_workers: grain worker processes (0: threads in this process).
@@ -207,12 +208,14 @@ def make_train_loader(
       tracklet as an identity, no labels needed).
     labels: int [n] labels for the split's records that replace "id" and
       "label" (pseudo identities; -1 = not used by "pk"), or None.
+    pairs: int [m, 2] record pairs for sampler "pairs" (mined positives):
+      each epoch is a permutation of them.
 
   Returns:
     A grain IterDataset; `it = iter(loader)` gives dicts of NumPy arrays:
     "random"/"pk": image uint8 [b, h, w, 3], id, label (contiguous class
     index, -1 for junk), cam, index: int32 [b] (+ tracklet, frame for
-    video sets); "frame_pairs" / "camera_pairs": image uint8
+    video sets); "frame_pairs" / "camera_pairs" / "pairs": image uint8
     [b, 2, h, w, 3], cam, id int32 [b] (of the first image; + tracklet
     for video sets), index, pair_id, pair_cam int32 [b, 2].
     `it.get_state()` / `it.set_state(state)` save and restore the position.
@@ -242,9 +245,12 @@ def make_train_loader(
     raise ValueError(
       f"group_by={group_by!r}: expected 'id' or, for video sets, 'tracklet'"
     )
-  plan = _make_plan(
-    sampler, meta, b, global_batch_size, k, seed, frame_gap, group_by
-  )
+  if sampler == "pairs":
+    plan = _PairPlan(_check_pairs(pairs, len(meta["id"])), seed)
+  else:
+    plan = _make_plan(
+      sampler, meta, b, global_batch_size, k, seed, frame_gap, group_by
+    )
   stream = _Stream(plan, b, process_index, process_count)
   # Batch before reading: an element is a whole batch, so threads and worker
   # processes split the stream by batches and keep its order.
@@ -265,6 +271,19 @@ def make_train_loader(
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return ds
+
+
+def _check_pairs(pairs, n: int) -> np.ndarray:
+  if pairs is None:
+    raise ValueError("sampler='pairs' needs pairs=[m, 2] record indices")
+  pairs = np.asarray(pairs, np.int64)
+  if pairs.ndim != 2 or pairs.shape[1] != 2 or not len(pairs):
+    raise ValueError(
+      f"pairs must be a non-empty [m, 2] array, got {pairs.shape}"
+    )
+  if pairs.min() < 0 or pairs.max() >= n:
+    raise ValueError(f"pairs must index the split's {n} records")
+  return pairs
 
 
 def _make_plan(
@@ -291,6 +310,6 @@ def _make_plan(
   if sampler == "camera_pairs":
     return _CameraPairPlan(meta["cam"], seed)
   raise ValueError(
-    f"sampler={sampler!r}: expected 'random', 'pk', 'frame_pairs' or "
-    "'camera_pairs'"
+    f"sampler={sampler!r}: expected 'random', 'pk', 'frame_pairs', "
+    "'camera_pairs' or 'pairs'"
   )

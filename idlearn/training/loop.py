@@ -24,6 +24,7 @@ from idlearn.training import (
   fields,
   objectives,
   optim,
+  pair_mining,
   relabel,
   sharding,
 )
@@ -49,7 +50,11 @@ FIELDS = {
   "loss": None,
   "optim": None,
   "evals": None,
-  "pseudo_labels": None,  # DomainMix: see idlearn.training.relabel.FIELDS
+  # Host-side mining between steps (at most one): DomainMix pseudo labels
+  # (idlearn.training.relabel.FIELDS) or cross-camera positive pairs
+  # (idlearn.training.pair_mining.FIELDS).
+  "pseudo_labels": None,
+  "pair_mining": None,
 }
 INPUT_FIELDS = {
   "name": fields.REQUIRED,  # an idlearn.data set name
@@ -75,7 +80,9 @@ class Parts:
   views_fn: step_lib.ViewsFn
   evaluators: list = dataclasses.field(default_factory=list)
   batch_size: int = 0
-  relabeler: Any = None  # relabel.Relabeler (DomainMix), or None
+  # A host-side miner that re-makes the batches every few steps from the
+  # current model (relabel.Relabeler, pair_mining.CameraPairMiner), or None.
+  miner: Any = None
 
 
 def make_loader(
@@ -84,11 +91,12 @@ def make_loader(
   *,
   global_batch_size: int | None = None,
   labels: np.ndarray | None = None,
+  pairs: np.ndarray | None = None,
 ) -> Any:
   """config.input -> idlearn.data train loader reading this process's shard.
 
-  `global_batch_size` and `labels` (pseudo identities) override the
-  config's batch size and the split's identities.
+  `global_batch_size`, `labels` (pseudo identities) and `pairs` (mined
+  record pairs, sampler "pairs") override the config.
   """
   from idlearn import data
 
@@ -109,29 +117,39 @@ def make_loader(
     frame_gap=cfg["frame_gap"],
     group_by=cfg["group_by"],
     labels=labels,
+    pairs=pairs,
   )
 
 
-def _relabel_loader(config, batch, seed, labels):
-  return make_loader(config, seed, global_batch_size=batch, labels=labels)
+def _relabel_loader(config, batch, seed, labels=None, pairs=None):
+  return make_loader(
+    config, seed, global_batch_size=batch, labels=labels, pairs=pairs
+  )
 
 
 def make_views_fn(config: Mapping[str, Any]) -> step_lib.ViewsFn:
   """config.views ({name: spec}, in name order) -> (rng, images) -> views.
 
-  Frame-pair batches ([b, 2, h, w, 3]) give view i from frame i.
+  Pair batches ([b, 2, h, w, 3]: frames, camera or mined pairs) give view i
+  from image `spec["frame"]` of the pair (default: view i from image i).
   """
   from idlearn import augment
 
   specs = [dict(v) for _, v in sorted(dict(config or {}).items())]
   if not specs:
     raise ValueError("config.views is empty: give at least one view spec")
+  frames = [s.pop("frame", i) for i, s in enumerate(specs)]
 
   def views_fn(rng, images):
     if images.ndim == 5:
+      if max(frames) >= images.shape[1]:
+        raise ValueError(
+          f"config.views read images {frames} of pairs of {images.shape[1]}"
+          " (set each view's 'frame')"
+        )
       return tuple(
-        augment.make_views(jax.random.fold_in(rng, i), images[:, i], [s])[0]
-        for i, s in enumerate(specs)
+        augment.make_views(jax.random.fold_in(rng, i), images[:, f], [s])[0]
+        for i, (s, f) in enumerate(zip(specs, frames, strict=True))
       )
     return tuple(augment.make_views(rng, images, specs))
 
@@ -147,19 +165,11 @@ def build(config: Any, **given: Any) -> Parts:
     model = model_lib.make_model(
       cfg["model"], num_classes=_num_classes(cfg["model"], inp)
     )
-  relabeler = given.get("relabeler")
-  if relabeler is None and cfg["pseudo_labels"]:
-    relabeler = relabel.Relabeler(
-      fields.resolve(
-        cfg["pseudo_labels"], relabel.FIELDS, "config.pseudo_labels"
-      ),
-      model,
-      _relabel_loader,
-      inp,
-      cfg["seed"],
-    )
+  miner = given.get("miner")
+  if miner is None:
+    miner = _make_miner(cfg, inp, model)
   loader = given.get("loader")
-  if loader is None and relabeler is None:
+  if loader is None and miner is None:
     loader = make_loader(inp, cfg["seed"])
   views_fn = given.get("views_fn") or make_views_fn(cfg["views"])
   evaluators = given.get("evaluators")
@@ -171,8 +181,28 @@ def build(config: Any, **given: Any) -> Parts:
     views_fn,
     evaluators,
     inp["global_batch_size"],
-    relabeler,
+    miner,
   )
+
+
+def _make_miner(cfg, inp, model):
+  if cfg["pseudo_labels"] and cfg["pair_mining"]:
+    raise ValueError(
+      "config.pseudo_labels and config.pair_mining are exclusive: set one"
+    )
+  if cfg["pseudo_labels"]:
+    group = fields.resolve(
+      cfg["pseudo_labels"], relabel.FIELDS, "config.pseudo_labels"
+    )
+    return relabel.Relabeler(group, model, _relabel_loader, inp, cfg["seed"])
+  if cfg["pair_mining"]:
+    group = fields.resolve(
+      cfg["pair_mining"], pair_mining.FIELDS, "config.pair_mining"
+    )
+    return pair_mining.CameraPairMiner(
+      group, model, _relabel_loader, inp, cfg["seed"]
+    )
+  return None
 
 
 def _num_classes(model_cfg, inp) -> int:
@@ -208,8 +238,8 @@ def _init_state(cfg, parts, tx, mesh, sample, objective=None):
     extras, shapes = {}, jax.tree.map(jax.typeof, outs)
     if init_extras is not None:
       extras.update(init_extras(shapes))
-    if parts.relabeler is not None:
-      extras.update(parts.relabeler.init_extras(shapes))
+    if parts.miner is not None:
+      extras.update(parts.miner.init_extras(shapes))
     return state_lib.create(variables, tx, run_rng, ema=ema, extras=extras)
 
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
@@ -314,14 +344,14 @@ def train(
 
 
 class _Inputs:
-  """The run's batches: the loader's iterator, resumable, and (DomainMix)
-  re-made after every re-clustering of the target set."""
+  """The run's batches: the loader's iterator, resumable, and re-made by
+  the miner (DomainMix clusters, mined pairs) every `every_steps`."""
 
   def __init__(self, parts: Parts, mesh: Any):
-    self.relabeler, self.mesh = parts.relabeler, mesh
+    self.miner, self.mesh = parts.miner, mesh
     self.loader, self.first = parts.loader, None
     self.it, self.data_state = None, None
-    if self.relabeler is None:
+    if self.miner is None:
       self.it = iter(self.loader)
       self.first = next(self.it)  # the shapes to initialise with; replayed
 
@@ -329,12 +359,11 @@ class _Inputs:
     """One input image (uint8 [1, ...]) of the training shape."""
     if self.first is not None:
       return self.first["image"][:1]
-    size = self.relabeler._input["image_size"]
-    return np.zeros((1, *size, 3), np.uint8)
+    return self.miner.sample()
 
   def resume(self, data_state: Any, step: int) -> None:
     self.first = None
-    if self.relabeler is None:
+    if self.miner is None:
       self.it = iter(self.loader)
       if data_state is None:
         logging.warning(
@@ -344,28 +373,28 @@ class _Inputs:
         )
       else:
         self.it.set_state(data_state)
-    else:  # re-made from the restored pseudo labels in `next`
+    else:  # re-made from the restored mining state in `next`
       self.it, self.data_state = None, data_state
 
   def next(self, state: Any, step: int, writer: Any) -> tuple[Any, Any, Any]:
     """(state, batch, iterator state after it) for step `step` (1-based)."""
-    if self.relabeler is not None:
-      state = self._relabel(state, step - 1, writer)
+    if self.miner is not None:
+      state = self._mine(state, step - 1, writer)
     if self.first is not None:
       batch, self.first = self.first, None
     else:
       batch = next(self.it)
     return state, batch, self.it.get_state()
 
-  def _relabel(self, state, done: int, writer):
-    every = self.relabeler.every_steps
-    if done % every == 0:  # due: cluster with the current model
-      state, info = self.relabeler.refresh(state, self.mesh)
+  def _mine(self, state, done: int, writer):
+    every = self.miner.every_steps
+    if done % every == 0:  # due: mine with the current model
+      state, info = self.miner.refresh(state, self.mesh)
       writer.write(done, info)
-      self.it = iter(self.relabeler.loader(state.extras, done))
-    elif self.it is None:  # resumed mid-interval: the restored labels
+      self.it = iter(self.miner.loader(state.extras, done))
+    elif self.it is None:  # resumed mid-interval: the restored mining
       last = done - done % every
-      self.it = iter(self.relabeler.loader(state.extras, last))
+      self.it = iter(self.miner.loader(state.extras, last))
       if self.data_state is not None:
         self.it.set_state(self.data_state)
     return state

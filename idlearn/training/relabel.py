@@ -94,6 +94,10 @@ class Relabeler:
       )["image"]
     return self._images
 
+  def sample(self) -> np.ndarray:
+    """One input image (uint8 [1, h, w, 3]) of the training shape."""
+    return np.zeros((1, *self._input["image_size"], 3), np.uint8)
+
   def max_clusters(self) -> int:
     return max(1, len(self.images()) // self.cfg["min_cluster_size"])
 

@@ -80,7 +80,7 @@ def test_refresh_clusters_the_target_with_the_current_model(shared):
   config = _config()
   mesh = sharding.make_data_mesh(jax.devices()[:1])
   parts = loop.build(config)
-  rel = parts.relabeler
+  rel = parts.miner
   from idlearn.training import objectives, optim
 
   tx, _ = optim.make_optimizer(config.optim, config.total_steps)

@@ -20,7 +20,13 @@ _PAIR = {
 _ISR = {
   "temperature": 0.07,
   "sigma": 0.5,  # reliability temperature (sigma -> inf: plain InfoNCE)
-  "matching": "hungarian",  # hungarian (exact, host) | sinkhorn (device)
+  # hungarian (exact, host) | sinkhorn (device) | given (rows are already
+  # positive pairs: mined between steps, config.pair_mining)
+  "matching": "hungarian",
+  "pair_views": (0, 1),  # the two sides' views
+  # > 0: plus this weight times InfoNCE between views 0 and 1 (two views of
+  # side A; then pair_views = (0, 2)).
+  "instance_weight": 0.0,
   "min_similarity": -1.0,  # matched pairs below this cosine are dropped
   "sinkhorn_temperature": 0.02,
   "sinkhorn_iters": 200,
@@ -90,11 +96,19 @@ def make_isr(cfg: dict, mesh) -> Objective:
   "match_acc" is the fraction of matches that found the true partner
   (same tracklet, or same identity for camera pairs), a diagnostic only.
   """
+  if cfg["matching"] not in ("hungarian", "sinkhorn", "given"):
+    raise ValueError(
+      f"config.loss.matching = {cfg['matching']!r}: expected hungarian, "
+      "sinkhorn or given"
+    )
   contrast = sharding.shard_loss(
     losses.reliability_contrastive,
     mesh,
     temperature=cfg["temperature"],
     sigma=cfg["sigma"],
+  )
+  instance = sharding.shard_loss(
+    losses.info_nce, mesh, temperature=cfg["temperature"]
   )
   align = functools.partial(
     matching.align_by_matching,
@@ -103,23 +117,32 @@ def make_isr(cfg: dict, mesh) -> Objective:
     temperature=cfg["sinkhorn_temperature"],
     num_iters=cfg["sinkhorn_iters"],
   )
+  side_a, side_b = cfg["pair_views"]
 
   def loss(outs, batch, ctx):
-    need_views("isr", outs, 2)
-    za, zb = pick(outs, 0, cfg["on"]), pick(outs, 1, cfg["on"])
-    allowed = None
-    if cfg["cross_camera"]:
-      cams = batch["pair_cam"]  # [b, 2]: cameras of side A and side B
-      allowed = cams[:, 0][:, None] != cams[:, 1][None, :]
-    # On the global batch: one matching over all devices' instances.
-    partner, valid = align(za, zb, allowed=allowed)
+    need_views("isr", outs, max(side_a, side_b) + 1)
+    za, zb = pick(outs, side_a, cfg["on"]), pick(outs, side_b, cfg["on"])
+    if cfg["matching"] == "given":
+      partner = jnp.arange(za.shape[0])
+      valid = jnp.ones(za.shape[0], bool)
+    else:
+      allowed = None
+      if cfg["cross_camera"]:
+        cams = batch["pair_cam"]  # [b, 2]: cameras of side A and side B
+        allowed = cams[:, 0][:, None] != cams[:, 1][None, :]
+      # On the global batch: one matching over all devices' instances.
+      partner, valid = align(za, zb, allowed=allowed)
     z2 = jnp.take(zb, partner, axis=0)
     value, aux = contrast(za, z2, valid)
     aux["frac_matched"] = jnp.mean(valid.astype(jnp.float32))
+    if cfg["instance_weight"] > 0:
+      inst, _ = instance(pick(outs, 0, cfg["on"]), pick(outs, 1, cfg["on"]))
+      aux["instance"] = inst
+      value = value + cfg["instance_weight"] * inst
     if "pair_id" in batch or "tracklet" in batch:  # diagnostics only
       if "tracklet" in batch:  # frame pairs: the same tracklet
         hit = jnp.take(batch["tracklet"], partner) == batch["tracklet"]
-      else:  # camera pairs: the same identity
+      else:  # camera or mined pairs: the same identity
         ids = batch["pair_id"]
         hit = jnp.take(ids[:, 1], partner) == ids[:, 0]
       hit &= valid
