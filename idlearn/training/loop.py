@@ -19,16 +19,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from idlearn.training import (
-  checkpoint,
-  fields,
-  objectives,
-  optim,
-  pair_mining,
-  relabel,
-  sharding,
-)
+from idlearn.training import checkpoint, fields, objectives, optim, sharding
 from idlearn.training import eval as eval_lib
+from idlearn.training import inputs as inputs_lib
 from idlearn.training import model as model_lib
 from idlearn.training import state as state_lib
 from idlearn.training import step as step_lib
@@ -56,19 +49,6 @@ FIELDS = {
   "pseudo_labels": None,
   "pair_mining": None,
 }
-INPUT_FIELDS = {
-  "name": fields.REQUIRED,  # an idlearn.data set name
-  "split": "train",
-  "image_size": (256, 128),  # (h, w) the loader resizes to
-  "global_batch_size": 64,
-  "sampler": "random",  # random | pk | frame_pairs
-  "k": 4,  # images per identity (pk)
-  "group_by": "id",  # pk identities: id | tracklet (video, no labels)
-  "frame_gap": 1,  # frame_pairs: distance of the two frames
-  "num_workers": 0,
-  "data_dir": "",
-  "manual_dir": "",
-}
 
 
 @dataclasses.dataclass
@@ -85,81 +65,10 @@ class Parts:
   miner: Any = None
 
 
-def make_loader(
-  config: Mapping[str, Any],
-  seed: int,
-  *,
-  global_batch_size: int | None = None,
-  labels: np.ndarray | None = None,
-  pairs: np.ndarray | None = None,
-) -> Any:
-  """config.input -> idlearn.data train loader reading this process's shard.
-
-  `global_batch_size`, `labels` (pseudo identities) and `pairs` (mined
-  record pairs, sampler "pairs") override the config.
-  """
-  from idlearn import data
-
-  cfg = fields.resolve(config, INPUT_FIELDS, "config.input")
-  return data.make_train_loader(
-    name=cfg["name"],
-    split=cfg["split"],
-    image_size=tuple(cfg["image_size"]),
-    global_batch_size=global_batch_size or cfg["global_batch_size"],
-    sampler=cfg["sampler"],
-    k=cfg["k"],
-    seed=seed,
-    num_workers=cfg["num_workers"],
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    data_dir=cfg["data_dir"] or None,
-    manual_dir=cfg["manual_dir"] or None,
-    frame_gap=cfg["frame_gap"],
-    group_by=cfg["group_by"],
-    labels=labels,
-    pairs=pairs,
-  )
-
-
-def _relabel_loader(config, batch, seed, labels=None, pairs=None):
-  return make_loader(
-    config, seed, global_batch_size=batch, labels=labels, pairs=pairs
-  )
-
-
-def make_views_fn(config: Mapping[str, Any]) -> step_lib.ViewsFn:
-  """config.views ({name: spec}, in name order) -> (rng, images) -> views.
-
-  Pair batches ([b, 2, h, w, 3]: frames, camera or mined pairs) give view i
-  from image `spec["frame"]` of the pair (default: view i from image i).
-  """
-  from idlearn import augment
-
-  specs = [dict(v) for _, v in sorted(dict(config or {}).items())]
-  if not specs:
-    raise ValueError("config.views is empty: give at least one view spec")
-  frames = [s.pop("frame", i) for i, s in enumerate(specs)]
-
-  def views_fn(rng, images):
-    if images.ndim == 5:
-      if max(frames) >= images.shape[1]:
-        raise ValueError(
-          f"config.views read images {frames} of pairs of {images.shape[1]}"
-          " (set each view's 'frame')"
-        )
-      return tuple(
-        augment.make_views(jax.random.fold_in(rng, i), images[:, f], [s])[0]
-        for i, (s, f) in enumerate(zip(specs, frames, strict=True))
-      )
-    return tuple(augment.make_views(rng, images, specs))
-
-  return views_fn
-
-
 def build(config: Any, **given: Any) -> Parts:
   """The model, loader, views and evaluators of `config`; `given` overrides."""
   cfg = fields.resolve(config, FIELDS, "config")
-  inp = fields.resolve(cfg["input"], INPUT_FIELDS, "config.input")
+  inp = fields.resolve(cfg["input"], inputs_lib.INPUT_FIELDS, "config.input")
   model = given.get("model")
   if model is None:
     model = model_lib.make_model(
@@ -167,11 +76,11 @@ def build(config: Any, **given: Any) -> Parts:
     )
   miner = given.get("miner")
   if miner is None:
-    miner = _make_miner(cfg, inp, model)
+    miner = inputs_lib.make_miner(cfg, inp, model)
   loader = given.get("loader")
   if loader is None and miner is None:
-    loader = make_loader(inp, cfg["seed"])
-  views_fn = given.get("views_fn") or make_views_fn(cfg["views"])
+    loader = inputs_lib.make_loader(inp, cfg["seed"])
+  views_fn = given.get("views_fn") or inputs_lib.make_views_fn(cfg["views"])
   evaluators = given.get("evaluators")
   if evaluators is None:
     evaluators = eval_lib.make_evaluators(cfg["evals"], model)
@@ -183,26 +92,6 @@ def build(config: Any, **given: Any) -> Parts:
     inp["global_batch_size"],
     miner,
   )
-
-
-def _make_miner(cfg, inp, model):
-  if cfg["pseudo_labels"] and cfg["pair_mining"]:
-    raise ValueError(
-      "config.pseudo_labels and config.pair_mining are exclusive: set one"
-    )
-  if cfg["pseudo_labels"]:
-    group = fields.resolve(
-      cfg["pseudo_labels"], relabel.FIELDS, "config.pseudo_labels"
-    )
-    return relabel.Relabeler(group, model, _relabel_loader, inp, cfg["seed"])
-  if cfg["pair_mining"]:
-    group = fields.resolve(
-      cfg["pair_mining"], pair_mining.FIELDS, "config.pair_mining"
-    )
-    return pair_mining.CameraPairMiner(
-      group, model, _relabel_loader, inp, cfg["seed"]
-    )
-  return None
 
 
 def _num_classes(model_cfg, inp) -> int:
@@ -307,7 +196,7 @@ def train(
   total = cfg["total_steps"]
   tx, schedule = optim.make_optimizer(cfg["optim"], total)
   objective = objectives.make_objective(cfg["loss"], mesh)
-  inputs = _Inputs(parts, mesh)
+  inputs = inputs_lib.Inputs(parts, mesh)
   state = _init_state(cfg, parts, tx, mesh, inputs.sample(), objective)
   ckpt = checkpoint.Checkpointer(
     workdir,
@@ -341,63 +230,6 @@ def train(
     return _run(cfg, parts, state, inputs, start, step_fn, ckpt, mesh, workdir)
   finally:
     ckpt.close()
-
-
-class _Inputs:
-  """The run's batches: the loader's iterator, resumable, and re-made by
-  the miner (DomainMix clusters, mined pairs) every `every_steps`."""
-
-  def __init__(self, parts: Parts, mesh: Any):
-    self.miner, self.mesh = parts.miner, mesh
-    self.loader, self.first = parts.loader, None
-    self.it, self.data_state = None, None
-    if self.miner is None:
-      self.it = iter(self.loader)
-      self.first = next(self.it)  # the shapes to initialise with; replayed
-
-  def sample(self) -> np.ndarray:
-    """One input image (uint8 [1, ...]) of the training shape."""
-    if self.first is not None:
-      return self.first["image"][:1]
-    return self.miner.sample()
-
-  def resume(self, data_state: Any, step: int) -> None:
-    self.first = None
-    if self.miner is None:
-      self.it = iter(self.loader)
-      if data_state is None:
-        logging.warning(
-          "checkpoint %d has no input state for this process layout; the "
-          "input restarts from its seed (not an exact resume)",
-          step,
-        )
-      else:
-        self.it.set_state(data_state)
-    else:  # re-made from the restored mining state in `next`
-      self.it, self.data_state = None, data_state
-
-  def next(self, state: Any, step: int, writer: Any) -> tuple[Any, Any, Any]:
-    """(state, batch, iterator state after it) for step `step` (1-based)."""
-    if self.miner is not None:
-      state = self._mine(state, step - 1, writer)
-    if self.first is not None:
-      batch, self.first = self.first, None
-    else:
-      batch = next(self.it)
-    return state, batch, self.it.get_state()
-
-  def _mine(self, state, done: int, writer):
-    every = self.miner.every_steps
-    if done % every == 0:  # due: mine with the current model
-      state, info = self.miner.refresh(state, self.mesh)
-      writer.write(done, info)
-      self.it = iter(self.miner.loader(state.extras, done))
-    elif self.it is None:  # resumed mid-interval: the restored mining
-      last = done - done % every
-      self.it = iter(self.miner.loader(state.extras, last))
-      if self.data_state is not None:
-        self.it.set_state(self.data_state)
-    return state
 
 
 def _run(cfg, parts, state, inputs, start, step_fn, ckpt, mesh, workdir):
@@ -464,7 +296,7 @@ def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
     ValueError: no checkpoint in `workdir`, or an incompatible one.
   """
   cfg = fields.resolve(config, FIELDS, "config")
-  inp = fields.resolve(cfg["input"], INPUT_FIELDS, "config.input")
+  inp = fields.resolve(cfg["input"], inputs_lib.INPUT_FIELDS, "config.input")
   mesh = given.pop("mesh", None) or sharding.make_data_mesh()
   given.setdefault("loader", [])  # no training input needed
   parts = build(config, **given)

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from idlearn.mining import matching
-from idlearn.training import fields
 from idlearn.training import eval as eval_lib
+from idlearn.training import fields
 from idlearn.training import writer as writer_lib
 
 FIELDS = {
@@ -92,7 +92,7 @@ class CameraPairMiner:
     cfg: resolved `config.pair_mining` fields (see `FIELDS`).
     model: the IdModel being trained.
     make_loader: (dataset fields, global_batch_size, seed, labels=None,
-      pairs=None) -> a train loader (see `loop.make_loader`).
+      pairs=None) -> a train loader (see `inputs.make_loader`).
     input_cfg: the resolved `config.input` (its split is mined).
     seed: the run's seed.
   """

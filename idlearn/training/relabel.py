@@ -46,7 +46,7 @@ class Relabeler:
     cfg: resolved `config.pseudo_labels` fields (see `FIELDS`).
     model: the IdModel being trained.
     make_loader: (dataset fields dict, global_batch_size, seed, labels or
-      None) -> a train loader (see `loop.make_loader`).
+      None) -> a train loader (see `inputs.make_loader`).
     input_cfg: the resolved `config.input` of the source set.
     seed: the run's seed.
   """

@@ -9,7 +9,7 @@ import pytest
 
 from idlearn import data
 from idlearn.data import sources
-from idlearn.training import loop, objectives, pair_mining, sharding
+from idlearn.training import inputs, objectives, pair_mining, sharding
 
 
 def test_mined_partners_are_the_best_cross_camera_matching():
@@ -64,7 +64,7 @@ def test_pairs_sampler_and_views_from_the_pair(data_dir, built):
       global_batch_size=8, sampler="pairs", data_dir=data_dir,
     )  # fmt: skip
   # view i reads image i of the pair unless its spec names a frame
-  views_fn = loop.make_views_fn(
+  views_fn = inputs.make_views_fn(
     {"a": {}, "b": {"flip": 0.0}, "c": {"frame": 0}}
   )
   x = np.asarray(batches[0]["image"])
