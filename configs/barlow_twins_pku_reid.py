@@ -25,7 +25,7 @@ from configs import common, simclr_pku_reid
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(
-    arg, mixed=False, mix_scale=5.0, lambda_offdiag=5e-3, views="reid",
+    arg, mixed=False, mix_scale=5.0, lambda_offdiag=5e-3, views="reid_bss",
     epochs=20, batch=64, seed=0, smoke=False,
   )  # fmt: skip
   base = f"views={arg.views},epochs={arg.epochs},batch={arg.batch}"

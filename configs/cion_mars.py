@@ -54,6 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   glob = dict(
     size=size, crop_scale=(0.4, 1.0), crop_ratio=(0.35, 0.7), flip=0.5,
     color_jitter=(0.3, 0.3, 0.0, 0.0), color_p=0.8,
+    style_standardization=0.5,
   )  # fmt: skip
   loc = dict(glob, size=local, crop_scale=(0.1, 0.4))
   c.views = {"g1": dict(glob), "g2": dict(glob)}

@@ -28,7 +28,7 @@ from configs import common, simclr_pku_reid
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(
     arg, matching="hungarian", sigma=0.5, temperature=0.1, frame_gap=8,
-    steps=400, batch=64, views="reid", seed=0, smoke=False,
+    steps=400, batch=64, views="reid_bss", seed=0, smoke=False,
   )  # fmt: skip
   base = f"views={arg.views},batch={arg.batch},seed={arg.seed}"
   c = simclr_pku_reid.get_config(base + (",smoke" if arg.smoke else ""))
