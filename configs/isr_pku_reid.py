@@ -22,7 +22,8 @@ features camera-centred) instead of within each batch, and adds SimCLR's
 instance term between two views of each image (`instance` weight) so that
 the features improve from the start, when mined pairs are still random.
 
-Arg keys: mining (split | batch), instance, matching (batch mining:
+Arg keys: mining (split | batch), keep (split mining: the fraction of the
+most similar pairs kept), instance, matching (batch mining:
 hungarian | sinkhorn), sigma, temperature, min_similarity, epochs, batch,
 views, seed, smoke. Expect: measured numbers in
 experiments/ssl_pku_reid/README.md.
@@ -35,8 +36,8 @@ from configs import common, simclr_pku_reid
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(
-    arg, mining="split", instance=1.0, matching="hungarian", sigma=0.5,
-    temperature=0.1, min_similarity=-1.0, epochs=20, batch=64,
+    arg, mining="split", keep=1.0, instance=1.0, matching="hungarian",
+    sigma=0.5, temperature=0.1, min_similarity=-1.0, epochs=20, batch=64,
     views="reid_bss", seed=0, smoke=False,
   )  # fmt: skip
   if arg.mining not in ("split", "batch"):
@@ -57,7 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.pair_mining = dict(
       every_steps=steps_per_epoch, feature="eval", camera_centering=True,
-      min_similarity=arg.min_similarity, batch_size=64,
+      min_similarity=arg.min_similarity, keep_fraction=arg.keep,
+      batch_size=64,
     )  # fmt: skip
     c.loss.matching, c.loss.cross_camera = "given", False
     # views a, b: two views of the image; c: its mined partner

@@ -30,6 +30,9 @@ FIELDS = {
   "feature": "eval",  # model output that is matched
   "camera_centering": True,  # subtract each camera's mean feature first
   "min_similarity": -1.0,  # pairs below this cosine are not used
+  # keep only this fraction of the matched pairs, the most similar ones
+  # (the reliable pairs; 1.0: all)
+  "keep_fraction": 1.0,
   "batch_size": 64,  # feature extraction
 }
 
@@ -40,13 +43,15 @@ def mine_cross_camera_pairs(
   *,
   camera_centering: bool = True,
   min_similarity: float = -1.0,
+  keep_fraction: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Each image's partner in another camera by maximum-weight matching.
 
   For every camera c, the images of c are matched one-to-one to the images
   of all other cameras (`matching.max_weight_matching`); an image of c is
-  left without partner when c has more images than the others together or
-  its match is below `min_similarity`.
+  left without partner when c has more images than the others together,
+  its match is below `min_similarity`, or its match is not among the
+  `keep_fraction` most similar of all matched pairs.
 
   Args:
     feats: [n, d] features.
@@ -54,6 +59,7 @@ def mine_cross_camera_pairs(
     camera_centering: match unit features minus their camera's mean
       (re-normalised), so that the camera itself does not decide.
     min_similarity: smallest accepted cosine similarity.
+    keep_fraction: in (0, 1], the share of matched pairs kept.
   Returns:
     (partner [n] int64, -1 where unmatched; similarity [n] float32 of the
     pair, 0 where unmatched).
@@ -78,6 +84,12 @@ def mine_cross_camera_pairs(
     r, k = matching.max_weight_matching(sim, min_similarity=min_similarity)
     partner[rows[r]] = cols[k]
     score[rows[r]] = sim[r, k]
+  if not 0 < keep_fraction <= 1:
+    raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+  matched = np.flatnonzero(partner >= 0)
+  keep = int(np.ceil(keep_fraction * len(matched)))
+  drop = matched[np.argsort(-score[matched], kind="stable")[keep:]]
+  partner[drop], score[drop] = -1, 0.0
   return partner, score
 
 
@@ -150,6 +162,7 @@ class CameraPairMiner:
       split["cam"],
       camera_centering=self.cfg["camera_centering"],
       min_similarity=self.cfg["min_similarity"],
+      keep_fraction=self.cfg["keep_fraction"],
     )
     ok = partner >= 0
     id_acc = float(np.mean(split["id"][partner[ok]] == split["id"][ok]))

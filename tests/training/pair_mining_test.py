@@ -41,6 +41,11 @@ def test_mined_partners_are_the_best_cross_camera_matching():
     feats, cams, min_similarity=0.99
   )
   assert (partner == -1).any()
+  full, full_score = pair_mining.mine_cross_camera_pairs(feats, cams)
+  half, _ = pair_mining.mine_cross_camera_pairs(feats, cams, keep_fraction=0.5)
+  kept = np.flatnonzero(half >= 0)
+  np.testing.assert_array_equal(kept, np.sort(np.argsort(-full_score)[:4]))
+  np.testing.assert_array_equal(half[kept], full[kept])
 
 
 def test_pairs_sampler_and_views_from_the_pair(data_dir, built):
