@@ -62,7 +62,9 @@ def test_cli_train_with_override_then_eval_mode():
   # --mode=eval through run(): the same numbers from the checkpoint.
   config = _quickstart("smoke")
   results = main.run(config, workdir, mode="eval")
-  row = [line for line in out.stdout.splitlines() if "rank1 " in line][-1]
+  row = [
+    line for line in out.stdout.splitlines() if line.split()[1:2] == ["rank1"]
+  ][-1]
   printed = float(row.split()[-1])  # "pku_reid rank1 trained 5.2"
   # 1 device in the subprocess, 8 here: the same ranking up to rounding.
   assert abs(printed - 100 * results["eval/pku_reid/rank1"]) <= 0.1
