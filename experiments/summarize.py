@@ -47,8 +47,9 @@ def read_run(workdir: str) -> dict:
 
 
 def _value(scores: dict, metric: str) -> float | None:
+  """The first score named `metric` ("rank1"), or `<eval>/<metric>`."""
   for key, v in scores.items():
-    if key.split("/", 2)[2] == metric:
+    if key == f"eval/{metric}" or key.split("/", 2)[2] == metric:
       return 100.0 * v
   return None
 

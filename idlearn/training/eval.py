@@ -28,6 +28,9 @@ FIELDS = {
   # feature ("eval/<name>/camnorm/rank1"): test-time camera normalisation
   # from camera ids alone (no identity labels).
   "camera_centering": False,
+  # features of the image plus its horizontal mirror (test-time flip, as
+  # face verification and re-ID benchmarks commonly report)
+  "flip_test": False,
   # verification pairs (att_faces: a seeded balanced list; lfw: pairs.txt)
   "folds": 10,
   "pairs_per_fold": 60,
@@ -108,14 +111,20 @@ class _Evaluator:
     }
 
   def _features(self, state: Any, images: np.ndarray) -> np.ndarray:
-    return extract(
-      self.model,
-      _variables(state, self.cfg["use_ema"]),
-      images,
-      size=tuple(self.cfg["image_size"]),
-      feature=self.cfg["feature"],
-      batch_size=self.cfg["batch_size"],
-    )
+    def feats(x):
+      return extract(
+        self.model,
+        _variables(state, self.cfg["use_ema"]),
+        x,
+        size=tuple(self.cfg["image_size"]),
+        feature=self.cfg["feature"],
+        batch_size=self.cfg["batch_size"],
+      )
+
+    f = feats(images)
+    if self.cfg["flip_test"]:
+      f = _unit(f) + _unit(feats(images[:, :, ::-1]))
+    return f
 
   def data(self):
     if self._data is None:
@@ -182,17 +191,17 @@ def center_cameras(
     (query [n, d], gallery [m, d]) float32 features.
   """
 
-  def unit(x):
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-  qu, gu = unit(qf), unit(gf)
+  qu, gu = _unit(np.asarray(qf, np.float64)), _unit(np.asarray(gf, np.float64))
   pool = qu if same else np.concatenate([qu, gu])
   cams = np.asarray(q_cams) if same else np.concatenate([q_cams, g_cams])
   means = {c: pool[cams == c].mean(0) for c in np.unique(cams)}
   qc = qu - np.stack([means[c] for c in q_cams])
   gc = gu - np.stack([means[c] for c in g_cams])
   return qc.astype(np.float32), gc.astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _reid_results(name: str, res: Mapping[str, Any]) -> dict[str, float]:
@@ -210,7 +219,7 @@ def pool_tracklets(
   """
   track = np.asarray(split["tracklet"])
   uniq, inv = np.unique(track, return_inverse=True)
-  unit = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+  unit = _unit(feats)
   pooled = np.zeros((len(uniq), feats.shape[1]), np.float64)
   np.add.at(pooled, inv, unit)
   pooled /= np.bincount(inv)[:, None]

@@ -71,6 +71,20 @@ def test_verification_evaluator_scores_the_pairs_of_the_held_out_subjects():
   assert got["eval/att/accuracy"] == want["accuracy"]
   assert got["eval/att/roc_auc"] == want["roc_auc"]
   assert got["eval/att/tar@far=0.01"] == want["tar_at_far"][1e-2]
+  # flip_test: each image's unit feature plus its mirror's
+  (ev,) = eval_lib.make_evaluators(
+    {"att": {"type": "verification", "data": "att_faces", "image_size": size,
+             "flip_test": True}},
+    model,
+  )  # fmt: skip
+  got = ev.run(st)
+  mirror = eval_lib.extract(model, variables, images[:, :, ::-1], size=size)
+  unit = lambda f: f / np.linalg.norm(f, axis=1, keepdims=True)
+  both = unit(feats) + unit(mirror)
+  want = verification.evaluate(
+    both[pairs["index1"]], both[pairs["index2"]], pairs["same"], folds=10
+  )
+  assert got["eval/att/accuracy"] == want["accuracy"]
 
 
 class _NoOpt:
