@@ -52,12 +52,13 @@ def summary(results: dict[str, float]) -> str:
 
   evals = [k for k in results if k.startswith("eval/")]
   width = max([7] + [len(k.split("/", 2)[2]) for k in evals])
+  name_width = max([12] + [len(k.split("/", 2)[1]) for k in evals])
   for key, value in sorted(results.items(), key=lambda kv: rank(kv[0])):
     if not key.startswith("eval/"):
       continue
     _, name, metric = key.split("/", 2)
     before = results.get(f"untrained/{key}")
-    row = f"{name:<12} {metric:<{width}}"
+    row = f"{name:<{name_width}} {metric:<{width}}"
     if before is not None:
       row += f" untrained {100 * before:5.1f}"
     rows.append(row + f"  trained {100 * value:5.1f}")
