@@ -16,7 +16,9 @@ PKU-Reid's training split (data=pku_reid). Evaluated with the teacher.
   python -m idlearn.main --config=configs/cion_mars.py:smoke --workdir=/tmp/s
 
 Needs ../shared/data/mars_mini for data=mars (training and evaluation).
-Arg keys: data, steps, batch, k, local_crops, prototypes, seed, smoke.
+Arg keys: data, steps, batch, k, local_crops, prototypes, head_bn
+(BatchNorm in the DINO head; without it the teacher's targets stay
+uniform here, measured in experiments/cion_mars/), seed, smoke.
 Expect: measured numbers in experiments/cion_mars/README.md.
 """
 
@@ -28,7 +30,7 @@ from configs import common, simclr_pku_reid
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(
     arg, data="mars", steps=400, batch=64, k=4, local_crops=4,
-    prototypes=1024, seed=0, smoke=False,
+    prototypes=1024, head_bn=True, seed=0, smoke=False,
   )  # fmt: skip
   if arg.data not in ("mars", "pku_reid"):
     raise ValueError(f"data={arg.data!r}: expected mars or pku_reid")
@@ -61,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.views.update({f"l{i}": dict(loc) for i in range(arg.local_crops)})
   c.model.head = "dino"
   c.model.proj_layers, c.model.dino_out = 3, arg.prototypes
+  c.model.dino_bn = arg.head_bn  # see IdModel.dino_bn: else uniform targets
   if arg.smoke:
     c.model.dino_out = 32
     # Each device must hold whole identity groups: 8 (fake) devices x K=4.

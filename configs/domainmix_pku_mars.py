@@ -20,8 +20,8 @@ ids (MARS mini query / gallery tracklets) and on PKU-Reid's held-out ids.
       --workdir=/tmp/smoke
 
 Needs ../shared/data/mars_mini. Arg keys: steps, every_steps, eps,
-balance (domain-balance weight), target (0: source only, a baseline), p,
-k, seed, smoke. Expect: measured numbers in experiments/domainmix/.
+balance (domain-balance weight; 0 ablates it), p, k, seed, smoke.
+Expect: measured numbers in experiments/domainmix/.
 """
 
 import ml_collections
