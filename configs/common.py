@@ -54,3 +54,14 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     except ValueError as e:
       raise ValueError(f"config arg {key}={value!r}: {e}") from None
   return ml_collections.ConfigDict(out, type_safe=True).lock()
+
+
+def pku_reid_eval(size: tuple[int, int]) -> dict:
+  """config.evals of the PKU-Reid runs: the 12 held-out ids, Market-1501
+  protocol, cosine on the model's eval feature, plain and camera-centred."""
+  return dict(
+    pku_reid=dict(
+      type="reid", data="pku_reid", image_size=size, batch_size=64,
+      log_steps=0, feature="eval", metric="cosine", camera_centering=True,
+    )
+  )  # fmt: skip

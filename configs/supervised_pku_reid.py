@@ -64,12 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     name="adamw", lr=1e-3, weight_decay=5e-4,
     warmup_steps=c.total_steps // 10, end_lr_factor=0.01, clip_norm=0.0,
   )  # fmt: skip
-  c.evals = dict(
-    pku_reid=dict(
-      type="reid", data="pku_reid", image_size=size, batch_size=64,
-      log_steps=0, feature="eval", metric="cosine", camera_centering=True,
-    )
-  )  # fmt: skip
+  c.evals = common.pku_reid_eval(size)
   if arg.smoke:
     c.total_steps, c.log_steps, c.ckpt_steps = 2, 1, 1
     c.input.global_batch_size, c.input.k = 16, 4
