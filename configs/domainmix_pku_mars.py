@@ -16,11 +16,15 @@ ids (MARS mini query / gallery tracklets) and on PKU-Reid's held-out ids.
       --workdir=runs/domainmix
   python -m idlearn.main --config=configs/domainmix_pku_mars.py:balance=0 \
       --workdir=runs/domainmix_nobalance
+  python -m idlearn.main --config=configs/domainmix_pku_mars.py:target=False \
+      --workdir=runs/domainmix_source_only
   python -m idlearn.main --config=configs/domainmix_pku_mars.py:smoke \
       --workdir=/tmp/smoke
 
 Needs ../shared/data/mars_mini. Arg keys: steps, every_steps, eps,
-balance (domain-balance weight; 0 ablates it), p, k, seed, smoke.
+balance (domain-balance weight; 0 ablates it), target (False: the
+source-only baseline, supervised_pku_reid's loss on PKU-Reid batches,
+evaluated the same way), p, k, seed, smoke.
 Expect: measured numbers in experiments/domainmix/.
 """
 
@@ -32,7 +36,7 @@ from configs import common, supervised_pku_reid
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(
     arg, steps=600, every_steps=54, eps=0.6, balance=1.0, p=16, k=4,
-    seed=0, smoke=False,
+    target=True, seed=0, smoke=False,
   )  # fmt: skip
   base = f"encoder=resnet18,width=16,p={arg.p},k={arg.k},seed={arg.seed}"
   c = supervised_pku_reid.get_config(base + (",smoke" if arg.smoke else ""))
@@ -53,6 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     min_samples=4, min_cluster_size=5,
   )  # fmt: skip
   size = tuple(c.input.image_size)
+  if not arg.target:
+    c.model.domain_classes, c.pseudo_labels = 0, None
+    c.loss = supervised_pku_reid.get_config(base).loss
   c.evals.mars = dict(
     type="video_reid", data="mars", manual_dir=mars, image_size=size,
     batch_size=64, log_steps=0, feature="eval", metric="cosine",

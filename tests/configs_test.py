@@ -80,3 +80,13 @@ def test_smoke_runs_two_steps_then_resumes(name):
   ]
   assert steps.count(3) >= 1 and steps.count(1) == 1  # resumed at 2, not 0
   assert set(evals) <= set(results)
+
+
+def test_domainmix_source_only_baseline_drops_the_target():
+  full = _load("domainmix_pku_mars").get_config()
+  base = _load("domainmix_pku_mars").get_config("target=False")
+  assert full.pseudo_labels.name == "mars" and full.model.domain_classes == 2
+  assert base.pseudo_labels is None and base.model.domain_classes == 0
+  assert base.loss.name == "triplet_ce"
+  assert base.evals.to_dict() == full.evals.to_dict()  # same test sets
+  assert base.total_steps == full.total_steps
