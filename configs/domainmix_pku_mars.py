@@ -44,22 +44,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.total_steps = 2 if arg.smoke else arg.steps
   c.optim.warmup_steps = 0 if arg.smoke else arg.steps // 10
   c.log_steps, c.ckpt_steps = (1, 1) if arg.smoke else (10, 100)
-  c.model.domain_classes = 2
-  c.loss = dict(
-    name="domainmix", margin=0.3, label_smoothing=0.1, triplet_weight=1.0,
-    ce_weight=1.0, disc_weight=1.0, balance_weight=arg.balance,
-    memory_temp=0.05, memory_momentum=0.2,
-  )  # fmt: skip
-  c.pseudo_labels = dict(
-    name="mars", split="train", manual_dir=mars, data_dir="",
-    every_steps=1 if arg.smoke else arg.every_steps, target_fraction=0.5,
-    feature="feat", batch_size=64, k1=30, k2=6, eps=arg.eps,
-    min_samples=4, min_cluster_size=5,
-  )  # fmt: skip
   size = tuple(c.input.image_size)
-  if not arg.target:
-    c.model.domain_classes, c.pseudo_labels = 0, None
-    c.loss = supervised_pku_reid.get_config(base).loss
+  # target=False: supervised_pku_reid's loss as is, on the source alone
+  c.model.domain_classes, c.pseudo_labels = (2 if arg.target else 0), None
+  if arg.target:
+    c.loss = dict(
+      name="domainmix", margin=0.3, label_smoothing=0.1, triplet_weight=1.0,
+      ce_weight=1.0, disc_weight=1.0, balance_weight=arg.balance,
+      memory_temp=0.05, memory_momentum=0.2,
+    )  # fmt: skip
+    c.pseudo_labels = dict(
+      name="mars", split="train", manual_dir=mars, data_dir="",
+      every_steps=1 if arg.smoke else arg.every_steps, target_fraction=0.5,
+      feature="feat", batch_size=64, k1=30, k2=6, eps=arg.eps,
+      min_samples=4, min_cluster_size=5,
+    )  # fmt: skip
   c.evals.mars = dict(
     type="video_reid", data="mars", manual_dir=mars, image_size=size,
     batch_size=64, log_steps=0, feature="eval", metric="cosine",

@@ -111,10 +111,12 @@ class _Evaluator:
     }
 
   def _features(self, state: Any, images: np.ndarray) -> np.ndarray:
+    variables = _variables(state, self.cfg["use_ema"])
+
     def feats(x):
       return extract(
         self.model,
-        _variables(state, self.cfg["use_ema"]),
+        variables,
         x,
         size=tuple(self.cfg["image_size"]),
         feature=self.cfg["feature"],

@@ -96,32 +96,21 @@ def test_embedding_margin_and_dino_heads():
   assert out["class_weights"].shape == (3, 8)
   with pytest.raises(ValueError, match="num_classes"):
     model_lib.make_model({"encoder": "resnet_tiny", "head": "margin"})
-  m = model_lib.make_model(
-    {
-      "encoder": "resnet_tiny",
-      "head": "dino",
-      "proj_hidden": 16,
-      "proj_out": 8,
-      "proj_layers": 3,
-      "dino_out": 32,
-    }
-  )
+  dino = {
+    "encoder": "resnet_tiny",
+    "head": "dino",
+    "proj_hidden": 16,
+    "proj_out": 8,
+    "proj_layers": 3,
+    "dino_out": 32,
+  }
+  m = model_lib.make_model(dino)
   v = m.init(jax.random.PRNGKey(1), x)
   out = m.apply(v, x)
   assert out["dino"].shape == (4, 32) and out["eval"].shape == (4, d)
   np.testing.assert_array_equal(out["eval"], out["emb"])
   # dino_bn: BatchNorm after each hidden Dense, batch statistics in train.
-  m_bn = model_lib.make_model(
-    {
-      "encoder": "resnet_tiny",
-      "head": "dino",
-      "proj_hidden": 16,
-      "proj_out": 8,
-      "proj_layers": 3,
-      "dino_out": 32,
-      "dino_bn": True,
-    }
-  )
+  m_bn = model_lib.make_model(dict(dino, dino_bn=True))
   v_bn = m_bn.init(jax.random.PRNGKey(1), x)
   assert set(v_bn["batch_stats"]["dino_head"]) == {"bn0", "bn1"}
   out_bn, _ = m_bn.apply(v_bn, x, train=True, mutable=["batch_stats"])
