@@ -39,9 +39,8 @@ import optax
 import torch
 import torch.nn.functional as F
 
-from idlearn import augment, encoders
-from idlearn.training import model as model_lib
-from idlearn.training import objectives, sharding, state, step
+from idlearn import augment, encoders, methods, sharding
+from idlearn.training import state, step
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 _VIEW = dict(
@@ -75,23 +74,29 @@ def _time(fn, reps):
 def bench_jax(name, images, reps):
   size = images.shape[1:3]
   specs = [dict(_VIEW, size=size)] * 2
-  enc = encoders.get_encoder(name)
-  model = model_lib.IdModel(
-    encoder=enc, head="projection", proj_hidden=2048, proj_out=128
+  setup = methods.Setup(
+    mesh=sharding.make_data_mesh(jax.devices()[:1]),
+    make_encoder=lambda: encoders.get_encoder(name),
+    dtype=jnp.float32,
+    input={"name": "synthetic"},
+    views={"global": 2},
+    seed=0,
+    total_steps=reps + 1,
+    num_classes=lambda: 0,
   )
-  mesh = sharding.make_data_mesh(jax.devices()[:1])
+  method = methods.make_method({"name": "simclr"}, setup)  # proj 2048 -> 128
+  network = method.network()
   tx = optax.sgd(0.1, momentum=0.9)
   x0 = jnp.zeros((2, *size, 3))
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x0)
+  variables = jax.jit(network.init)(jax.random.PRNGKey(0), x0)
   st = state.create(variables, tx, jax.random.PRNGKey(1))
-  obj = objectives.make_objective({"name": "info_nce"}, mesh)
   fn = jax.jit(
     functools.partial(
       step.train_step,
-      model=model,
+      method=method,
+      network=network,
       tx=tx,
-      objective=obj,
-      views_fn=lambda r, im: augment.make_views(r, im, specs),
+      views_fn=lambda r, im: {"global": augment.make_views(r, im, specs)},
     ),
     donate_argnums=(0,),
   )

@@ -31,13 +31,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   base = f"views={arg.views},epochs={arg.epochs},batch={arg.batch}"
   base += f",seed={arg.seed}" + (",smoke" if arg.smoke else "")
   c = simclr_pku_reid.get_config(base)
-  if not arg.smoke:
-    c.model.proj_hidden = c.model.proj_out = 1024
-  c.model.proj_layers = 3
-  c.loss = dict(
-    name="barlow_twins", on="proj", lambda_offdiag=arg.lambda_offdiag
-  )
+  # The smoke variant keeps simclr's small projector.
+  hidden, out = (32, 16) if arg.smoke else (1024, 1024)
+  c.method = dict(
+    name="mixed_barlow_twins" if arg.mixed else "barlow_twins",
+    lambda_offdiag=arg.lambda_offdiag, proj_hidden=hidden, proj_out=out,
+    proj_layers=3,
+  )  # fmt: skip
   if arg.mixed:
-    c.loss.name = "mixed_barlow_twins"
-    c.loss.mix_alpha, c.loss.mix_scale = 1.0, arg.mix_scale
+    c.method.mix_scale = arg.mix_scale
   return c

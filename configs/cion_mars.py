@@ -38,47 +38,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = simclr_pku_reid.get_config(base)
   c.total_steps = 2 if arg.smoke else arg.steps
   size = tuple(c.input.image_size)
-  local = (size[0] // 2, size[1] // 2)
-  c.input.sampler, c.input.k = "pk", arg.k
+  # Each device must hold whole identity groups: 8 (fake) devices x K=4.
+  batch = 32 if arg.smoke else arg.batch
   if arg.data == "mars":
-    mars = common.shared("mars_mini")
-    c.input.name, c.input.manual_dir, c.input.group_by = (
-      "mars",
-      mars,
-      "tracklet",
+    c.input = common.mars_input(
+      size, batch=batch, sampler="pk", k=arg.k, group_by="tracklet"
     )
-    c.evals = dict(
-      mars=dict(
-        type="video_reid", data="mars", manual_dir=mars, image_size=size,
-        batch_size=64, log_steps=0, feature="eval", metric="cosine",
-      )
-    )  # fmt: skip
-  glob = dict(
+    c.evals = dict(mars=common.mars_eval(size))
+  else:
+    c.input = common.pku_reid_input(size, batch=batch, sampler="pk", k=arg.k)
+  crop = dict(
     size=size, crop_scale=(0.4, 1.0), crop_ratio=(0.35, 0.7), flip=0.5,
     color_jitter=(0.3, 0.3, 0.0, 0.0), color_p=0.8,
     style_standardization=0.5,
   )  # fmt: skip
-  loc = dict(glob, size=local, crop_scale=(0.1, 0.4))
-  c.views = {"g1": dict(glob), "g2": dict(glob)}
-  c.views.update({f"l{i}": dict(loc) for i in range(arg.local_crops)})
-  c.model.head = "dino"
-  c.model.proj_layers, c.model.dino_out = 3, arg.prototypes
-  c.model.dino_bn = arg.head_bn  # see IdModel.dino_bn: else uniform targets
+  local = dict(crop, size=(size[0] // 2, size[1] // 2), crop_scale=(0.1, 0.4))
+  c.views = {
+    "global": dict(crop, count=2),
+    "local": dict(local, count=arg.local_crops),
+  }
+  hidden, bottleneck = (32, 16) if arg.smoke else (512, 128)
+  half = 0 if arg.smoke else c.total_steps // 2  # K = 2, then 4
+  c.method = dict(
+    name="cion", head_hidden=hidden, head_bottleneck=bottleneck,
+    prototypes=32 if arg.smoke else arg.prototypes,
+    head_bn=arg.head_bn,  # else the teacher's targets are uniform
+    instances=(2, 4), instance_steps=(0, half),
+  )  # fmt: skip
+  c.optim = common.adamw(5e-4, 0.04, c.total_steps, clip_norm=3.0)
   if arg.smoke:
-    c.model.dino_out = 32
-    # Each device must hold whole identity groups: 8 (fake) devices x K=4.
-    c.input.global_batch_size = 32
-  half = 0 if arg.smoke else c.total_steps // 2
-  c.loss = dict(
-    name="cion", on="dino", student_temp=0.1, teacher_temp=0.04,
-    center_momentum=0.9, global_views=2, instances=(2, 4),
-    instance_steps=(0, half),
-  )  # fmt: skip
-  c.optim = dict(
-    name="adamw", lr=5e-4, weight_decay=0.04,
-    warmup_steps=0 if arg.smoke else c.total_steps // 10,
-    end_lr_factor=0.01, clip_norm=3.0, ema_decay=0.996, ema_end_decay=1.0,
-  )  # fmt: skip
+    c.optim.warmup_steps = 0
   for ev in c.evals.values():
     ev.use_ema = True  # the teacher is the model DINO / CION keep
   return c

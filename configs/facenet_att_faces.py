@@ -31,7 +31,7 @@ import ml_collections
 
 from configs import common
 
-MARGINS = {"arcface": 0.5, "cosface": 0.35}
+MARGINS = ("arcface", "cosface")  # their margins: the methods' defaults
 AUGMENT = {
   "light": dict(
     crop_scale=(0.7, 1.0), crop_ratio=(0.75, 0.95), flip=0.5,
@@ -56,62 +56,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
   if arg.aug not in AUGMENT:
     raise ValueError(f"aug={arg.aug!r}: expected one of {sorted(AUGMENT)}")
-  c = ml_collections.ConfigDict()
-  size = (arg.height, arg.width_px)
-  c.seed = arg.seed
-  c.total_steps = arg.steps
-  c.log_steps, c.ckpt_steps, c.keep_ckpts = 10, 100, 2
-  c.best_metric, c.best_mode = "", "max"
-  c.eval_at_start = True
-  c.async_ckpt = True
-  c.input = dict(
-    name="att_faces", split="train", image_size=size,
-    global_batch_size=arg.p * arg.k, sampler="pk", k=arg.k, num_workers=0,
-    data_dir="", manual_dir="",
-  )  # fmt: skip
-  c.views = dict(a=dict(size=size, **AUGMENT[arg.aug]))
-  w = arg.width
-  head = {"triplet": "embedding", "triplet_ce": "bnneck"}.get(
-    arg.loss, "margin"
-  )
-  c.model = dict(
-    encoder=arg.encoder, encoder_kw=dict(widths=(w, 2 * w, 4 * w, 8 * w)),
-    head=head, num_classes=0, proj_out=128, dtype="float32",
-  )  # fmt: skip
-  if arg.loss == "triplet":
-    c.loss = dict(
-      name="triplet", on="proj", margin=0.2, mining="semi_hard",
-      squared=True, normalize=True,
-    )  # fmt: skip
+  size = (32, 24) if arg.smoke else (arg.height, arg.width_px)
+  batch = 16 if arg.smoke else arg.p * arg.k
+  c = common.run(seed=arg.seed, total_steps=arg.steps)
+  c.input = common.att_faces_input(size, batch=batch, k=arg.k)
+  c.views = dict(image=dict(size=size, **AUGMENT[arg.aug]))
+  c.model = common.resnet(arg.encoder, arg.width, last_stride=2)
+  dim = 16 if arg.smoke else 128
+  if arg.loss == "triplet":  # FaceNet's defaults: see idlearn.methods
+    c.method = dict(name="facenet", neck_dim=dim)
   elif arg.loss == "triplet_ce":  # the re-ID recipe: triplet + CE, BNNeck
-    c.loss = dict(name="triplet_ce", margin=0.3, label_smoothing=0.1)
+    c.method = dict(name="supervised")
   else:
-    c.loss = dict(
-      name=arg.loss, on="proj", scale=30.0, margin=MARGINS[arg.loss]
-    )
-  c.optim = dict(
-    name="adamw", lr=arg.lr, weight_decay=5e-4,
-    warmup_steps=c.total_steps // 10, end_lr_factor=0.01,
-  )  # fmt: skip
-  verify = dict(
-    type="verification", data="att_faces", image_size=size, batch_size=64,
-    log_steps=0, feature="eval", folds=10, pairs_per_fold=60, pairs_seed=0,
-    flip_test=True,
-  )  # fmt: skip
-  # "eval" is the trained 128-d embedding; "emb" the encoder's pooled
-  # feature under it (with 28 training subjects it can generalise better).
-  c.evals = dict(
-    att_faces=verify, att_faces_backbone=dict(verify, feature="emb")
-  )
+    c.method = dict(name=arg.loss, neck_dim=dim)
+  c.optim = common.adamw(arg.lr, 5e-4, c.total_steps)
+  c.evals = common.att_faces_evals(size)
   if arg.smoke:
-    c.total_steps, c.log_steps, c.ckpt_steps = 2, 1, 1
-    c.input.global_batch_size, c.input.k = 16, 4
-    small = (32, 24)
-    c.input.image_size = c.views.a.size = small
-    for ev in c.evals.values():
-      ev.image_size = small
-    c.model.encoder = "resnet_tiny"
-    c.model.encoder_kw = {}
-    c.model.proj_out = 16
-    c.optim.warmup_steps = 0
+    common.smoke(c)
   return c

@@ -32,20 +32,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )  # fmt: skip
   base = f"views={arg.views},batch={arg.batch},seed={arg.seed}"
   c = simclr_pku_reid.get_config(base + (",smoke" if arg.smoke else ""))
-  mars = common.shared("mars_mini")
   c.total_steps = 2 if arg.smoke else arg.steps
   c.optim.warmup_steps = 0 if arg.smoke else arg.steps // 10
-  c.input.name, c.input.manual_dir = "mars", mars
-  c.input.sampler, c.input.frame_gap = "frame_pairs", arg.frame_gap
-  c.loss = dict(
-    name="isr", on="proj", temperature=arg.temperature, sigma=arg.sigma,
-    matching=arg.matching,
-  )  # fmt: skip
   size = tuple(c.input.image_size)
-  c.evals = dict(
-    mars=dict(
-      type="video_reid", data="mars", manual_dir=mars, image_size=size,
-      batch_size=64, log_steps=0, feature="eval", metric="cosine",
-    )
+  c.input = common.mars_input(
+    size, batch=c.input.global_batch_size, sampler="frame_pairs",
+    frame_gap=arg.frame_gap,
   )  # fmt: skip
+  view = dict(c.views["global"], count=1)
+  # frame A of a tracklet, and frame B `frame_gap` later
+  c.views = dict(anchor=view, partner=dict(view, frame=1))
+  proj = {k: v for k, v in c.method.items() if k.startswith("proj_")}
+  c.method = dict(
+    name="isr", temperature=arg.temperature, sigma=arg.sigma,
+    matching=arg.matching, **proj,
+  )  # fmt: skip
+  c.evals = dict(mars=common.mars_eval(size))
   return c

@@ -17,7 +17,7 @@ Encoder, views, budget and evaluation as configs/simclr_pku_reid.py.
       --workdir=/tmp/smoke
 
 mining=split (the default) matches each camera's images to the other
-camera's over the whole training split every epoch (`config.pair_mining`,
+camera's over the whole training split every epoch (`config.miner`,
 features camera-centred) instead of within each batch, and adds SimCLR's
 instance term between two views of each image (`instance` weight) so that
 the features improve from the start, when mined pairs are still random.
@@ -46,25 +46,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   base += f",seed={arg.seed}" + (",smoke" if arg.smoke else "")
   c = simclr_pku_reid.get_config(base)
   c.input.sampler = "camera_pairs"
-  c.loss = dict(
-    name="isr", on="proj", temperature=arg.temperature, sigma=arg.sigma,
+  view = dict(c.views["global"], count=1)
+  # anchor: the image (frame 0 of a pair); partner: its pair (frame 1)
+  c.views = dict(anchor=view, partner=dict(view, frame=1))
+  proj = {k: v for k, v in c.method.items() if k.startswith("proj_")}
+  c.method = dict(
+    name="isr", temperature=arg.temperature, sigma=arg.sigma,
     matching=arg.matching, min_similarity=arg.min_similarity,
-    cross_camera=True, pair_views=(0, 1), instance_weight=0.0,
+    cross_camera=True, **proj,
   )  # fmt: skip
-  c.pair_mining = None
   if arg.mining == "split":
     steps_per_epoch = (
-      2 if arg.smoke else simclr_pku_reid.TRAIN_IMAGES // arg.batch
+      2 if arg.smoke else common.pku_reid_train_images() // arg.batch
     )
-    c.pair_mining = dict(
-      every_steps=steps_per_epoch, feature="eval", camera_centering=True,
+    c.miner = dict(
+      name="camera_pairs", every_steps=steps_per_epoch,
       min_similarity=arg.min_similarity, keep_fraction=arg.keep,
-      batch_size=64,
     )  # fmt: skip
-    c.loss.matching, c.loss.cross_camera = "given", False
-    # views a, b: two views of the image; c: its mined partner
-    view = dict(c.views.a)
-    c.views = dict(a=dict(view), b=dict(view), c=dict(view, frame=1))
-    c.loss.pair_views = (0, 2)
-    c.loss.instance_weight = arg.instance
+    c.method.matching, c.method.cross_camera = "given", False
+    # two views of the image (the instance term between them) and one of
+    # its mined partner
+    c.views.anchor.count = 2
+    c.method.instance_weight = arg.instance
   return c

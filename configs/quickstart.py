@@ -11,7 +11,7 @@ query against the others, Market-1501 protocol) and prints rank-1 / mAP of
 the trained encoder next to the same encoder untrained.
 
 Expect: see experiments/quickstart/README.md for the measured runtime and
-numbers on a 2-core CPU (trained >= +20 rank-1 points over untrained).
+numbers on a 2-core CPU.
 Arg: same keys as configs/supervised_pku_reid.py (e.g. `:smoke`, `:seed=1`).
 """
 

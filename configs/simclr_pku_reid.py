@@ -12,13 +12,13 @@ configs/quickstart.py.
   python -m idlearn.main --config=configs/simclr_pku_reid.py:smoke \
       --workdir=/tmp/smoke
 
-Arg keys: loss (info_nce | dcl | dclw), views (see VIEWS: "reid_bss", the
-default, crops like a re-ID detector, keeps colour and standardises the
-batch's Fourier style (BSS); "generic" is SimCLR's ImageNet recipe with
-colour jitter and grayscale), temperature, epochs, batch, encoder, width,
-cam_adv (weight of the camera adversary: a discriminator of the 2 cameras
-on the embedding, whose balance loss pushes the camera out of it), seed,
-smoke.
+Arg keys: loss (info_nce: SimCLR | dcl | dclw), views (see VIEWS:
+"reid_bss", the default, crops like a re-ID detector, keeps colour and
+standardises the batch's Fourier style (BSS); "generic" is SimCLR's
+ImageNet recipe with colour jitter and grayscale), temperature, epochs,
+batch, encoder, width, cam_adv (weight of the camera adversary: a
+discriminator of the 2 cameras on the embedding, whose balance loss pushes
+the camera out of it), seed, smoke.
 
 Expect: measured numbers and the ablation in
 experiments/ssl_pku_reid/README.md (generic views: no better than the
@@ -29,7 +29,8 @@ import ml_collections
 
 from configs import common
 
-TRAIN_IMAGES = 992  # pku_reid train split
+# The objective -> the method that trains with it.
+METHODS = {"info_nce": "simclr", "dcl": "dcl", "dclw": "dclw"}
 
 # View presets (idlearn.augment.make_views keys) for 128x64 person crops.
 VIEWS = {
@@ -82,53 +83,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     batch=64, encoder="resnet18", width=16, height=128, width_px=64,
     cam_adv=0.0, seed=0, smoke=False,
   )  # fmt: skip
+  if arg.loss not in METHODS:
+    raise ValueError(f"loss={arg.loss!r}: expected one of {sorted(METHODS)}")
   if arg.views not in VIEWS:
     raise ValueError(f"views={arg.views!r}: expected one of {sorted(VIEWS)}")
-  c = ml_collections.ConfigDict()
-  size = (arg.height, arg.width_px)
-  c.seed = arg.seed
-  c.total_steps = arg.epochs * TRAIN_IMAGES // arg.batch
-  c.log_steps = 10
-  c.ckpt_steps = 100
-  c.keep_ckpts = 2
-  c.best_metric = ""
-  c.best_mode = "max"
-  c.eval_at_start = True
-  c.async_ckpt = True
-  c.input = dict(
-    name="pku_reid", split="train", image_size=size,
-    global_batch_size=arg.batch, sampler="random", k=4, num_workers=0,
-    data_dir="", manual_dir="",
-  )  # fmt: skip
-  view = dict(size=size, **VIEWS[arg.views])
-  c.views = dict(a=dict(view), b=dict(view))
-  encoder_kw = {}
-  if arg.encoder.startswith("resnet"):  # as configs/quickstart.py
-    w = arg.width
-    encoder_kw = dict(last_stride=1, widths=(w, 2 * w, 4 * w, 8 * w))
-  c.model = dict(
-    encoder=arg.encoder, encoder_kw=encoder_kw, head="projection",
-    proj_hidden=512, proj_out=128, proj_layers=2, dtype="float32",
-  )  # fmt: skip
-  c.loss = dict(name=arg.loss, on="proj", temperature=arg.temperature)
+  size = common.SMOKE_SIZE if arg.smoke else (arg.height, arg.width_px)
+  batch = 16 if arg.smoke else arg.batch
+  steps = arg.epochs * common.pku_reid_train_images() // arg.batch
+  c = common.run(seed=arg.seed, total_steps=steps)
+  c.input = common.pku_reid_input(size, batch=batch)
+  c.views = {"global": dict(count=2, size=size, **VIEWS[arg.views])}
+  c.model = common.resnet(arg.encoder, arg.width)
+  c.method = dict(
+    name=METHODS[arg.loss], temperature=arg.temperature, proj_hidden=512
+  )
   if arg.cam_adv > 0:  # PKU-Reid's 2 cameras pushed out of the embedding
-    c.model.domain_classes = 2
-    c.loss.camera_adversary = arg.cam_adv
-  if arg.loss == "dclw":
-    c.loss.sigma = 0.5
-  c.optim = dict(
-    name="adamw", lr=1e-3, weight_decay=1e-4,
-    warmup_steps=c.total_steps // 10, end_lr_factor=0.01, clip_norm=0.0,
-  )  # fmt: skip
+    c.method.camera_adversary = arg.cam_adv
+    c.method.num_cameras = common.PKU_REID_CAMERAS
+  c.optim = common.adamw(1e-3, 1e-4, c.total_steps)
   c.evals = common.pku_reid_eval(size)
   if arg.smoke:
-    c.total_steps, c.log_steps, c.ckpt_steps = 2, 1, 1
-    c.input.global_batch_size = 16
-    small = (32, 16)
-    c.input.image_size = c.evals.pku_reid.image_size = small
-    c.views.a.size = c.views.b.size = small
-    c.model.encoder = "resnet_tiny"
-    c.model.encoder_kw = dict(last_stride=1)
-    c.model.proj_hidden, c.model.proj_out = 32, 16
-    c.optim.warmup_steps = 0
+    common.smoke(c)
+    c.method.proj_hidden, c.method.proj_out = 32, 16
   return c

@@ -1,6 +1,7 @@
 """Gives every test 8 fake CPU devices (before JAX initialises) and the
 session-wide data fixtures: ../shared/data sets, TFDS builds done once."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -53,3 +54,20 @@ def built(data_dir):
     return cache[key]
 
   return get
+
+
+def _load(path: Path, name: str):
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+TINY = Path(__file__).with_name("tiny.py")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+  """tests/tiny.py: a tiny encoder, synthetic loader and config for
+  train-loop tests (also a script: `python tiny.py WORKDIR`)."""
+  return _load(TINY, "tiny")

@@ -16,9 +16,19 @@ from typing import Any
 import flax.linen as nn
 
 from idlearn.encoders import osnet, resnet, vit
+from idlearn.encoders.backbone import NECKS, Backbone, backbone
 from idlearn.encoders.conv import GeM, conv2d
 
-__all__ = ["GeM", "conv2d", "feature_dim", "get_encoder", "names"]
+__all__ = [
+  "NECKS",
+  "Backbone",
+  "GeM",
+  "backbone",
+  "conv2d",
+  "feature_dim",
+  "get_encoder",
+  "names",
+]
 
 # name -> (module class, fixed kwargs). A plain dict, filled at import.
 _REGISTRY: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}

@@ -2,10 +2,12 @@
 
 Every loss returns a float32 scalar mean over the global batch and a flat
 dict of scalar diagnostics; hyper-parameters are keyword-only; losses that
-take `axis_name` run inside `shard_map` (see idlearn.training.sharding) and
+take `axis_name` run inside `shard_map` (see idlearn.sharding) and
 give the single-device result on the concatenated batch.
 """
 
+from idlearn.losses._common import l2_normalize
+from idlearn.losses.classification import identity_ce
 from idlearn.losses.contrastive import dcl, dclw, decoupled_softmax, info_nce
 from idlearn.losses.margin import arcface, cosface
 from idlearn.losses.metric import triplet
@@ -18,7 +20,9 @@ __all__ = [
   "dcl",
   "dclw",
   "decoupled_softmax",
+  "identity_ce",
   "info_nce",
+  "l2_normalize",
   "triplet",
 ]
 

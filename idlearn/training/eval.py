@@ -1,19 +1,20 @@
-"""Periodic evaluation of the train state through `idlearn.evaluators`."""
+"""Periodic evaluation of the train state through `idlearn.evaluators`.
+
+Each evaluator embeds its data with the state's retrieval encoder
+(`encoder.RunEncoder`: compiled once per image size and reused) and
+scores it under its protocol.
+"""
 
 from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from idlearn.training import fields, sharding
-from idlearn.training import step as step_lib
+from idlearn import fields
+from idlearn.evaluators.features import center_cameras, pool_tracklets
 
-# reid: CMC / mAP retrieval of images (Market-1501 protocol);
-# video_reid: the same on tracklets (frame features averaged; MARS);
-# verification: face pairs, 10-fold accuracy, ROC AUC, TAR@FAR (LFW).
-FIELDS = {
+COMMON_FIELDS = {
   "type": "reid",
   "data": fields.REQUIRED,  # an idlearn.data set name
   "data_dir": "",
@@ -21,86 +22,49 @@ FIELDS = {
   "image_size": (256, 128),
   "batch_size": 64,
   "log_steps": 0,  # 0: only after the last step
-  "feature": "eval",  # model output retrieved with
-  "metric": "cosine",
-  "use_ema": False,  # evaluate state.ema_params
-  # reid: also report retrieval after subtracting each camera's mean
-  # feature ("eval/<name>/camnorm/rank1"): test-time camera normalisation
-  # from camera ids alone (no identity labels).
-  "camera_centering": False,
+  "feature": "eval",  # eval (the neck's output) | emb (the encoder's)
+  "use_ema": False,  # evaluate the EMA teacher
   # features of the image plus its horizontal mirror (test-time flip, as
   # face verification and re-ID benchmarks commonly report)
   "flip_test": False,
-  # verification pairs (att_faces: a seeded balanced list; lfw: pairs.txt)
-  "folds": 10,
-  "pairs_per_fold": 60,
-  "pairs_seed": 0,
 }
 
 
-def extract(
-  model: Any,
-  variables: Mapping[str, Any],
-  images: np.ndarray,
-  *,
-  size: tuple[int, int],
-  feature: str = "eval",
-  batch_size: int = 64,
-  mesh: Any = None,
-) -> np.ndarray:
-  """uint8 [n, H, W, 3] -> float32 [n, d] features, batched over the mesh.
-
-  Batches are padded to a multiple of the device count (the padding rows
-  are dropped); every process passes the same images and gets all features.
-  """
-  from idlearn import augment
-
-  mesh = mesh or sharding.make_data_mesh()
-  n_dev = mesh.shape[sharding.DATA_AXIS]
-  bs = -(-batch_size // n_dev) * n_dev
-  rows = sharding.batch_sharding(mesh)
-
-  @jax.jit
-  def predict(variables, x):
-    outs, _ = step_lib.forward_views(
-      model,
-      variables["params"],
-      variables.get("batch_stats", {}),
-      [augment.preprocess(x, size)],
-      train=False,
-    )
-    return jax.lax.with_sharding_constraint(
-      outs[0][feature].astype(jnp.float32), sharding.replicated(mesh)
-    )
-
-  feats = []
-  for i in range(0, len(images), bs):
-    chunk = images[i : i + bs]
-    pad = np.zeros((bs - len(chunk), *chunk.shape[1:]), chunk.dtype)
-    x = np.concatenate([chunk, pad])
-    x = jax.make_array_from_callback(x.shape, rows, lambda idx, x=x: x[idx])
-    feats.append(sharding.to_host(predict(variables, x))[: len(chunk)])
-  return np.concatenate(feats)
-
-
-def _variables(state: Any, use_ema: bool) -> dict:
-  params = state.ema_params if use_ema else state.params
-  if params is None:
-    raise ValueError("use_ema=True but the state has no EMA parameters")
-  return {"params": params, "batch_stats": state.batch_stats}
+def preprocessing(
+  config: Mapping[str, Any] | None, input_size: tuple[int, int]
+) -> dict[str, Any]:
+  """How the run feeds its encoder at evaluation (the first evaluator's
+  image size, feature and flip test; else the input size), kept with the
+  encoder it leaves so that its users embed the same way."""
+  for _, group in sorted(dict(config or {}).items()):
+    cfg = {**COMMON_FIELDS, **dict(group)}
+    return {
+      "image_size": tuple(cfg["image_size"]),
+      "feature": cfg["feature"],
+      "flip_test": cfg["flip_test"],
+      "use_ema": cfg["use_ema"],  # which parameters leave the run
+    }
+  return {
+    "image_size": tuple(input_size),
+    "feature": "eval",
+    "flip_test": False,
+    "use_ema": False,
+  }
 
 
 class _Evaluator:
-  """Shared set-up: name, model, fields, lazily loaded evaluation data.
+  """Shared set-up: name, fields, lazily loaded evaluation data.
 
   Args:
     name: key under which results are logged ("eval/<name>/rank1").
-    model: the IdModel being trained.
-    cfg: resolved fields (see `FIELDS`).
+    cfg: resolved fields.
+    features: the run's `encoder.RunEncoder`.
   """
 
-  def __init__(self, name: str, model: Any, cfg: Mapping[str, Any]):
-    self.name, self.model, self.cfg = name, model, cfg
+  FIELDS: dict[str, Any] = {}
+
+  def __init__(self, name: str, cfg: Mapping[str, Any], features: Any):
+    self.name, self.cfg, self._features = name, cfg, features
     self.log_steps = cfg["log_steps"]
     self._data = None
 
@@ -110,23 +74,21 @@ class _Evaluator:
       "manual_dir": self.cfg["manual_dir"] or None,
     }
 
-  def _features(self, state: Any, images: np.ndarray) -> np.ndarray:
-    variables = _variables(state, self.cfg["use_ema"])
+  def features(self, state: Any, images: np.ndarray) -> np.ndarray:
+    cfg = self.cfg
+    feats = self._features(
+      state,
+      images,
+      image_size=tuple(cfg["image_size"]),
+      batch_size=cfg["batch_size"],
+      use_ema=cfg["use_ema"],
+      flip=cfg["flip_test"],
+    )
+    return feats[cfg["feature"]]
 
-    def feats(x):
-      return extract(
-        self.model,
-        variables,
-        x,
-        size=tuple(self.cfg["image_size"]),
-        feature=self.cfg["feature"],
-        batch_size=self.cfg["batch_size"],
-      )
-
-    f = feats(images)
-    if self.cfg["flip_test"]:
-      f = _unit(f) + _unit(feats(images[:, :, ::-1]))
-    return f
+  def info(self) -> dict[str, Any]:
+    """Facts worth keeping with the encoder (none by default)."""
+    return {}
 
   def data(self):
     if self._data is None:
@@ -146,6 +108,14 @@ class _Evaluator:
 class ReidEvaluator(_Evaluator):
   """Re-ID retrieval on a data set's query/gallery protocol."""
 
+  FIELDS = {
+    "metric": "cosine",
+    # also report retrieval after subtracting each camera's mean feature
+    # ("eval/<name>/camnorm/rank1"): test-time camera normalisation from
+    # camera ids alone (no identity labels)
+    "camera_centering": False,
+  }
+
   def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
     """Evaluates `state`; returns {"eval/<name>/rank1": ..., ...}.
 
@@ -155,55 +125,38 @@ class ReidEvaluator(_Evaluator):
     from idlearn.evaluators import reid
 
     q, g = self.data()
-    qf = self._features(state, q["image"])
-    gf = qf if g is q else self._features(state, g["image"])
+    metric = self.cfg["metric"]
+    qf = self.features(state, q["image"])
+    gf = qf if g is q else self.features(state, g["image"])
     res = reid.evaluate(
-      qf, q["id"], q["cam"], gf, g["id"], g["cam"], metric=self.cfg["metric"]
+      qf, q["id"], q["cam"], gf, g["id"], g["cam"], metric=metric
     )
     if picture_dir is not None and jax.process_index() == 0:
       from idlearn.evaluators import plots
 
       plots.write_eval_pictures(
-        picture_dir, q, g, qf, gf, cmc=res["cmc"], metric=self.cfg["metric"]
+        picture_dir, q, g, qf, gf, cmc=res["cmc"], metric=metric
       )
     out = _reid_results(self.name, res)
     if self.cfg["camera_centering"]:
-      qc, gc = center_cameras(qf, q["cam"], gf, g["cam"], same=g is q)
+      qc, gc = _centered(qf, q["cam"], gf, g["cam"], same=g is q)
       res = reid.evaluate(
-        qc, q["id"], q["cam"], gc, g["id"], g["cam"], metric=self.cfg["metric"]
+        qc, q["id"], q["cam"], gc, g["id"], g["cam"], metric=metric
       )
       out.update(_reid_results(f"{self.name}/camnorm", res))
     return out
 
 
-def center_cameras(
-  qf: np.ndarray,
-  q_cams: np.ndarray,
-  gf: np.ndarray,
-  g_cams: np.ndarray,
-  *,
-  same: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-  """Unit features minus their camera's mean unit feature.
-
-  The mean of camera c is over every query and gallery image of camera c
-  (once when query and gallery are the same set, `same=True`).
-
-  Returns:
-    (query [n, d], gallery [m, d]) float32 features.
-  """
-
-  qu, gu = _unit(np.asarray(qf, np.float64)), _unit(np.asarray(gf, np.float64))
-  pool = qu if same else np.concatenate([qu, gu])
-  cams = np.asarray(q_cams) if same else np.concatenate([q_cams, g_cams])
-  means = {c: pool[cams == c].mean(0) for c in np.unique(cams)}
-  qc = qu - np.stack([means[c] for c in q_cams])
-  gc = gu - np.stack([means[c] for c in g_cams])
-  return qc.astype(np.float32), gc.astype(np.float32)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def _centered(qf, q_cams, gf, g_cams, *, same: bool):
+  """Query and gallery centred per camera over both (once when they are
+  the same set); float32."""
+  if same:
+    c = center_cameras(qf, q_cams).astype(np.float32)
+    return c, c
+  both = center_cameras(
+    np.concatenate([qf, gf]), np.concatenate([q_cams, g_cams])
+  ).astype(np.float32)
+  return both[: len(qf)], both[len(qf) :]
 
 
 def _reid_results(name: str, res: Mapping[str, Any]) -> dict[str, float]:
@@ -211,27 +164,10 @@ def _reid_results(name: str, res: Mapping[str, Any]) -> dict[str, float]:
   return {f"eval/{name}/{k}": float(res[k]) for k in keys if k in res}
 
 
-def pool_tracklets(
-  feats: np.ndarray, split: Mapping[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Frame features [n, d] -> (tracklet features [t, d], ids [t], cams [t]).
-
-  Each tracklet's feature is the mean of its frames' L2-normalised
-  features (MARS protocol: average pooling over the sequence).
-  """
-  track = np.asarray(split["tracklet"])
-  uniq, inv = np.unique(track, return_inverse=True)
-  unit = _unit(feats)
-  pooled = np.zeros((len(uniq), feats.shape[1]), np.float64)
-  np.add.at(pooled, inv, unit)
-  pooled /= np.bincount(inv)[:, None]
-  first = np.zeros(len(uniq), np.int64)
-  first[inv[::-1]] = np.arange(len(track))[::-1]  # a frame of each tracklet
-  return pooled.astype(np.float32), split["id"][first], split["cam"][first]
-
-
 class VideoReidEvaluator(_Evaluator):
   """Tracklet retrieval: query tracklets against gallery tracklets."""
+
+  FIELDS = {"metric": "cosine"}
 
   def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
     from idlearn.evaluators import reid
@@ -243,14 +179,24 @@ class VideoReidEvaluator(_Evaluator):
         f"config.evals.{self.name}: type video_reid needs a video data set "
         f"(records with a tracklet), got {self.cfg['data']!r}"
       )
-    qf, qi, qc = pool_tracklets(self._features(state, q["image"]), q)
-    gf, gi, gc = pool_tracklets(self._features(state, g["image"]), g)
+    qf, qi, qc = pool_tracklets(self.features(state, q["image"]), q)
+    gf, gi, gc = pool_tracklets(self.features(state, g["image"]), g)
     res = reid.evaluate(qf, qi, qc, gf, gi, gc, metric=self.cfg["metric"])
     return _reid_results(self.name, res)
 
 
 class VerificationEvaluator(_Evaluator):
   """Face verification on the data set's pairs (10-fold protocol)."""
+
+  # att_faces: a seeded balanced list; lfw: pairs.txt
+  FIELDS = {"folds": 10, "pairs_per_fold": 60, "pairs_seed": 0}
+  _threshold = None
+
+  def info(self) -> dict[str, Any]:
+    """The cosine threshold of the last evaluation (mean over folds)."""
+    if self._threshold is None:
+      return {}
+    return {"threshold": float(self._threshold), "threshold_from": self.name}
 
   def _load(self):
     from idlearn import data
@@ -275,13 +221,14 @@ class VerificationEvaluator(_Evaluator):
 
     del picture_dir
     pairs, images = self.data()
-    feats = self._features(state, images)
+    feats = self.features(state, images)
     res = verification.evaluate(
       feats[pairs["index1"]],
       feats[pairs["index2"]],
       pairs["same"],
       fold_ids=pairs["fold"],
     )
+    self._threshold = res["threshold"]
     out = {
       f"eval/{self.name}/{k}": float(res[k])
       for k in ("accuracy", "accuracy_std", "roc_auc")
@@ -291,18 +238,24 @@ class VerificationEvaluator(_Evaluator):
     return out
 
 
-_TYPES = {
+TYPES = {
   "reid": ReidEvaluator,
   "video_reid": VideoReidEvaluator,
   "verification": VerificationEvaluator,
 }
 
 
-def make_evaluators(config: Mapping[str, Any] | None, model: Any) -> list:
-  """config.evals ({name: fields}) -> evaluators with `.run(state)`."""
+def make_evaluators(config: Mapping[str, Any] | None, features: Any) -> list:
+  """config.evals ({name: fields}) -> evaluators with `.run(state)`.
+
+  Each type accepts the common fields plus its own (a reid evaluator
+  rejects `folds`).
+  """
   out = []
   for name, group in sorted(dict(config or {}).items()):
-    cfg = fields.resolve(group, FIELDS, f"config.evals.{name}")
-    kind = fields.choice(cfg["type"], _TYPES, f"config.evals.{name}.type")
-    out.append(_TYPES[kind](name, model, cfg))
+    where = f"config.evals.{name}"
+    kind = fields.choice(group.get("type", "reid"), TYPES, f"{where}.type")
+    cls = TYPES[kind]
+    cfg = fields.resolve(group, {**COMMON_FIELDS, **cls.FIELDS}, where)
+    out.append(cls(name, cfg, features))
   return out

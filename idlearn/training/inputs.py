@@ -1,16 +1,15 @@
-"""The run's input: config.input -> loaders, config.views -> the views
-function, the host-side miners (DomainMix clusters, mined pairs), and the
-iterator the train loop draws batches from (resumable, re-made after each
-mining)."""
+"""The run's input: config.input -> the loader, config.views -> the views
+function, and the iterator the train loop draws batches from (resumable,
+re-made after each mining by the method's miner)."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
 
-from idlearn.training import fields, pair_mining, relabel
+from idlearn import fields, sharding
 from idlearn.training import step as step_lib
 
 INPUT_FIELDS = {
@@ -18,7 +17,8 @@ INPUT_FIELDS = {
   "split": "train",
   "image_size": (256, 128),  # (h, w) the loader resizes to
   "global_batch_size": 64,
-  "sampler": "random",  # random | pk | frame_pairs
+  # random | pk | frame_pairs | camera_pairs (pairs: a miner's)
+  "sampler": "random",
   "k": 4,  # images per identity (pk)
   "group_by": "id",  # pk identities: id | tracklet (video, no labels)
   "frame_gap": 1,  # frame_pairs: distance of the two frames
@@ -28,106 +28,83 @@ INPUT_FIELDS = {
 }
 
 
-def make_loader(
-  config: Mapping[str, Any],
-  seed: int,
-  *,
-  global_batch_size: int | None = None,
-  labels: np.ndarray | None = None,
-  pairs: np.ndarray | None = None,
-) -> Any:
-  """config.input -> idlearn.data train loader reading this process's shard.
+def view_specs(config: Mapping[str, Any] | None) -> list[tuple[str, dict, int]]:
+  """config.views ({role: spec}) -> [(role, augment spec, frame)], one entry
+  per view, roles in name order, each repeated `count` times.
 
-  `global_batch_size`, `labels` (pseudo identities) and `pairs` (mined
-  record pairs, sampler "pairs") override the config.
+  A spec holds `idlearn.augment.make_views` keys plus "count" (views of
+  this role, default 1) and "frame" (which image of a pair batch the role
+  is made from, default 0).
   """
-  from idlearn import data
-
-  cfg = fields.resolve(config, INPUT_FIELDS, "config.input")
-  return data.make_train_loader(
-    name=cfg["name"],
-    split=cfg["split"],
-    image_size=tuple(cfg["image_size"]),
-    global_batch_size=global_batch_size or cfg["global_batch_size"],
-    sampler=cfg["sampler"],
-    k=cfg["k"],
-    seed=seed,
-    num_workers=cfg["num_workers"],
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    data_dir=cfg["data_dir"] or None,
-    manual_dir=cfg["manual_dir"] or None,
-    frame_gap=cfg["frame_gap"],
-    group_by=cfg["group_by"],
-    labels=labels,
-    pairs=pairs,
-  )
+  out = []
+  for role, spec in sorted(dict(config or {}).items()):
+    spec = dict(spec)
+    count, frame = spec.pop("count", 1), spec.pop("frame", 0)
+    if not isinstance(count, int) or count < 1:
+      raise ValueError(f"config.views.{role}.count = {count!r}: expected >= 1")
+    out += [(role, spec, frame)] * count
+  if not out:
+    raise ValueError("config.views is empty: give at least one view role")
+  return out
 
 
-def _relabel_loader(config, batch, seed, labels=None, pairs=None):
-  return make_loader(
-    config, seed, global_batch_size=batch, labels=labels, pairs=pairs
-  )
+def view_counts(config: Mapping[str, Any] | None) -> dict[str, int]:
+  """{role: number of views} of config.views."""
+  counts = {}
+  for role, _, _ in view_specs(config):
+    counts[role] = counts.get(role, 0) + 1
+  return counts
 
 
-def make_views_fn(config: Mapping[str, Any]) -> step_lib.ViewsFn:
-  """config.views ({name: spec}, in name order) -> (rng, images) -> views.
+def make_views_fn(config: Mapping[str, Any] | None) -> step_lib.ViewsFn:
+  """config.views -> (rng, images) -> {role: tuple of views}.
 
-  Pair batches ([b, 2, h, w, 3]: frames, camera or mined pairs) give view i
-  from image `spec["frame"]` of the pair (default: view i from image i).
+  View i (in `view_specs` order) draws from `fold_in(rng, i)`. Pair
+  batches ([b, 2, h, w, 3]: frames, camera or mined pairs) give each role
+  from image `frame` of the pair.
   """
   from idlearn import augment
 
-  specs = [dict(v) for _, v in sorted(dict(config or {}).items())]
-  if not specs:
-    raise ValueError("config.views is empty: give at least one view spec")
-  frames = [s.pop("frame", i) for i, s in enumerate(specs)]
+  specs = view_specs(config)
 
   def views_fn(rng, images):
+    out = {}
     if images.ndim == 5:
-      if max(frames) >= images.shape[1]:
-        raise ValueError(
-          f"config.views read images {frames} of pairs of {images.shape[1]}"
-          " (set each view's 'frame')"
+      for i, (role, spec, frame) in enumerate(specs):
+        if frame >= images.shape[1]:
+          raise ValueError(
+            f"config.views.{role}.frame = {frame} but batches hold pairs "
+            f"of {images.shape[1]} images"
+          )
+        x = augment.make_views(
+          jax.random.fold_in(rng, i), images[:, frame], [spec]
         )
-      return tuple(
-        augment.make_views(jax.random.fold_in(rng, i), images[:, f], [s])[0]
-        for i, (s, f) in enumerate(zip(specs, frames, strict=True))
-      )
-    return tuple(augment.make_views(rng, images, specs))
+        out.setdefault(role, []).append(x[0])
+    else:
+      xs = augment.make_views(rng, images, [s for _, s, _ in specs])
+      for (role, _, _), x in zip(specs, xs, strict=True):
+        out.setdefault(role, []).append(x)
+    return {role: tuple(v) for role, v in out.items()}
 
   return views_fn
 
 
-def make_miner(cfg: Mapping[str, Any], inp: Mapping[str, Any], model: Any):
-  """config.pseudo_labels / config.pair_mining -> the miner, or None."""
-  if cfg["pseudo_labels"] and cfg["pair_mining"]:
-    raise ValueError(
-      "config.pseudo_labels and config.pair_mining are exclusive: set one"
-    )
-  if cfg["pseudo_labels"]:
-    group = fields.resolve(
-      cfg["pseudo_labels"], relabel.FIELDS, "config.pseudo_labels"
-    )
-    return relabel.Relabeler(group, model, _relabel_loader, inp, cfg["seed"])
-  if cfg["pair_mining"]:
-    group = fields.resolve(
-      cfg["pair_mining"], pair_mining.FIELDS, "config.pair_mining"
-    )
-    return pair_mining.CameraPairMiner(
-      group, model, _relabel_loader, inp, cfg["seed"]
-    )
-  return None
-
-
 class Inputs:
   """The run's batches: the loader's iterator, resumable, and re-made by
-  the miner (DomainMix clusters, mined pairs) every `every_steps`."""
+  the miner every `every_steps` from the current model.
 
-  def __init__(self, parts: Any, mesh: Any):
-    self.miner, self.mesh = parts.miner, mesh
-    self.loader, self.first = parts.loader, None
-    self.it, self.data_state = None, None
+  Args:
+    loader: the train loader (None when the miner makes them).
+    miner: the method's `Miner`, or None.
+    mesh: the data mesh.
+    features: (state, images, batch_size=) -> {"emb", "eval"} features
+      of the state's retrieval encoder (a `features.StateFeatures`).
+  """
+
+  def __init__(self, loader: Any, miner: Any, mesh: Any, features: Callable):
+    self.loader, self.miner, self.mesh = loader, miner, mesh
+    self._features = features
+    self.first, self.it, self.data_state = None, None, None
     if self.miner is None:
       self.it = iter(self.loader)
       self.first = next(self.it)  # the shapes to initialise with; replayed
@@ -153,25 +130,38 @@ class Inputs:
     else:  # re-made from the restored mining state in `next`
       self.it, self.data_state = None, data_state
 
-  def next(self, state: Any, step: int, writer: Any) -> tuple[Any, Any, Any]:
-    """(state, batch, iterator state after it) for step `step` (1-based)."""
+  def next(self, state: Any, step: int, report: Callable) -> tuple:
+    """(state, batch, iterator state after it) for step `step` (1-based).
+
+    `report(step, scalars, message)` logs a mining.
+    """
     if self.miner is not None:
-      state = self._mine(state, step - 1, writer)
+      state = self._mine(state, step - 1, report)
     if self.first is not None:
       batch, self.first = self.first, None
     else:
       batch = next(self.it)
     return state, batch, self.it.get_state()
 
-  def _mine(self, state, done: int, writer):
+  def _mine(self, state, done: int, report):
     every = self.miner.every_steps
     if done % every == 0:  # due: mine with the current model
-      state, info = self.miner.refresh(state, self.mesh)
-      writer.write(done, info)
-      self.it = iter(self.miner.loader(state.extras, done))
+      mined = sharding.to_host(state.extras["miner"])
+      new, info, message = self.miner.refresh(
+        lambda images, batch_size=64: self._features(
+          state, images, batch_size=batch_size
+        ),
+        mined,
+      )
+      report(done, info, message)
+      rep = sharding.replicated(self.mesh)
+      extras = {**state.extras, "miner": jax.device_put(new, rep)}
+      state = state.replace(extras=extras)
+      self.it = iter(self.miner.loader(new, done))
     elif self.it is None:  # resumed mid-interval: the restored mining
       last = done - done % every
-      self.it = iter(self.miner.loader(state.extras, last))
+      mined = sharding.to_host(state.extras["miner"])
+      self.it = iter(self.miner.loader(mined, last))
       if self.data_state is not None:
         self.it.set_state(self.data_state)
     return state

@@ -1,10 +1,11 @@
 """The one train loop: build from config, resume, step, log, eval, save.
 
-Every method runs through `train`; they differ only in config (model head,
-views, objective, optimizer). Inputs arrive per process and become global
-arrays on a 1-D data mesh; the state is replicated and donated to a jitted
-step; the loss, data-iterator position and RNG are all part of the
-checkpoint, so a resumed run repeats the uninterrupted one exactly.
+Every method runs through `train`; the loop knows the method protocol
+(`idlearn.methods`), never a method. Inputs arrive per process and become
+global arrays on a 1-D data mesh; the state is replicated and donated to a
+jitted step; the data-iterator position, the RNG and the method's and
+miner's state are all part of the checkpoint, so a resumed run repeats the
+uninterrupted one exactly.
 """
 
 import dataclasses
@@ -19,7 +20,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from idlearn.training import checkpoint, fields, objectives, optim, sharding
+from idlearn import fields, methods, pretrained, sharding
+from idlearn.training import checkpoint, optim
+from idlearn.training import encoder as encoder_lib
 from idlearn.training import eval as eval_lib
 from idlearn.training import inputs as inputs_lib
 from idlearn.training import model as model_lib
@@ -40,67 +43,113 @@ FIELDS = {
   "input": None,
   "views": None,
   "model": None,
-  "loss": None,
+  "method": None,
+  "miner": None,  # host-side mining between steps (the method's miner)
   "optim": None,
   "evals": None,
-  # Host-side mining between steps (at most one): DomainMix pseudo labels
-  # (idlearn.training.relabel.FIELDS) or cross-camera positive pairs
-  # (idlearn.training.pair_mining.FIELDS).
-  "pseudo_labels": None,
-  "pair_mining": None,
 }
 
 
 @dataclasses.dataclass
-class Parts:
-  """What `train` builds from a config (tests may pass their own)."""
+class Run:
+  """What `train` / `evaluate` build from a config, once.
 
-  model: Any
-  loader: Any  # iter() -> iterator with next / get_state / set_state
+  Attributes:
+    cfg: the resolved top-level fields.
+    mesh: the data mesh.
+    method: the `idlearn.methods.Method`.
+    network: `method.network()`.
+    views_fn: (rng, images) -> {role: views}.
+    encoder: the run's retrieval encoder: features of a state (evaluators,
+      miner) and the encoder folders it leaves.
+    evaluators: objects with `.name`, `.log_steps` and `.run(state)`.
+    tx, schedule: the optimizer and its learning-rate schedule.
+    step_fn: the jitted train step (state donated).
+    loader: the train loader (None when the miner makes the batches).
+    input: the resolved config.input.
+  """
+
+  cfg: dict[str, Any]
+  mesh: Any
+  method: methods.Method
+  network: Any
   views_fn: step_lib.ViewsFn
-  evaluators: list = dataclasses.field(default_factory=list)
-  batch_size: int = 0
-  # A host-side miner that re-makes the batches every few steps from the
-  # current model (relabel.Relabeler, pair_mining.CameraPairMiner), or None.
-  miner: Any = None
+  encoder: encoder_lib.RunEncoder
+  evaluators: list
+  tx: Any
+  schedule: Any
+  step_fn: Any
+  loader: Any
+  input: dict[str, Any]
 
 
-def build(config: Any, **given: Any) -> Parts:
-  """The model, loader, views and evaluators of `config`; `given` overrides."""
+def build(config: Any, mesh: Any = None, **given: Any) -> Run:
+  """Builds every part of a run from `config`; `given` parts replace built
+  ones (tests): encoder (a module), loader, views_fn, evaluators."""
   cfg = fields.resolve(config, FIELDS, "config")
+  mesh = mesh or sharding.make_data_mesh()
   inp = fields.resolve(cfg["input"], inputs_lib.INPUT_FIELDS, "config.input")
-  model = given.get("model")
-  if model is None:
-    model = model_lib.make_model(
-      cfg["model"], num_classes=_num_classes(cfg["model"], inp)
-    )
-  miner = given.get("miner")
-  if miner is None:
-    miner = inputs_lib.make_miner(cfg, inp, model)
-  loader = given.get("loader")
-  if loader is None and miner is None:
-    loader = inputs_lib.make_loader(inp, cfg["seed"])
-  views_fn = given.get("views_fn") or inputs_lib.make_views_fn(cfg["views"])
+  make_encoder, dtype = model_lib.encoder_factory(
+    cfg["model"], encoder=given.get("encoder")
+  )
+  setup = methods.Setup(
+    mesh=mesh,
+    make_encoder=make_encoder,
+    dtype=dtype,
+    input=inp,
+    views=inputs_lib.view_counts(cfg["views"]),
+    seed=cfg["seed"],
+    total_steps=cfg["total_steps"],
+    num_classes=functools.partial(_num_classes, inp),
+  )
+  miner = methods.make_miner(cfg["miner"], setup)
+  method = methods.make_method(cfg["method"], setup, miner)
+  encoder = encoder_lib.RunEncoder(
+    method,
+    mesh,
+    None if "encoder" in given else model_lib.resolve(cfg["model"]),
+    eval_lib.preprocessing(cfg["evals"], inp["image_size"]),
+  )
   evaluators = given.get("evaluators")
   if evaluators is None:
-    evaluators = eval_lib.make_evaluators(cfg["evals"], model)
-  return Parts(
-    model,
-    loader,
-    views_fn,
-    evaluators,
-    inp["global_batch_size"],
-    miner,
+    evaluators = eval_lib.make_evaluators(cfg["evals"], encoder)
+  loader = given.get("loader")
+  if loader is None and miner is None:
+    loader = methods.make_loader(inp, cfg["seed"])
+  tx, schedule = optim.make_optimizer(cfg["optim"], cfg["total_steps"])
+  network = method.network()
+  views_fn = given.get("views_fn") or inputs_lib.make_views_fn(cfg["views"])
+  rep = sharding.replicated(mesh)
+  step_fn = jax.jit(
+    functools.partial(
+      step_lib.train_step,
+      method=method,
+      network=network,
+      tx=tx,
+      views_fn=views_fn,
+      schedule=schedule,
+    ),
+    out_shardings=(rep, rep),
+    donate_argnums=(0,),
+  )
+  return Run(
+    cfg=cfg,
+    mesh=mesh,
+    method=method,
+    network=network,
+    views_fn=views_fn,
+    encoder=encoder,
+    evaluators=evaluators,
+    tx=tx,
+    schedule=schedule,
+    step_fn=step_fn,
+    loader=loader,
+    input=inp,
   )
 
 
-def _num_classes(model_cfg, inp) -> int:
-  """Identities of the training split, for a classifier head (else 0)."""
-  head = (model_cfg or {}).get("head", "none")
-  if head not in ("bnneck", "margin") or (model_cfg or {}).get(
-    "num_classes", 0
-  ):
-    return 0
+def _num_classes(inp: Mapping[str, Any]) -> int:
+  """Identities of the training split (a classifier's width)."""
   from idlearn import data
 
   builder = data.prepare(
@@ -112,26 +161,42 @@ def _num_classes(model_cfg, inp) -> int:
   return int(labels.max()) + 1
 
 
-def _init_state(cfg, parts, tx, mesh, sample, objective=None):
-  """Initialises the state on device, replicated, in one compiled call."""
-  ema = optim.ema_decay_fn(cfg["optim"], cfg["total_steps"]) is not None
-  rng = jax.random.PRNGKey(cfg["seed"])
+def init_state(run: Run, sample: np.ndarray) -> state_lib.TrainState:
+  """The step-0 state on device, replicated, in one compiled call.
+
+  Args:
+    run: the built run.
+    sample: one input image (uint8 [1, ...]) of the training shape.
+  """
+  rng = jax.random.PRNGKey(run.cfg["seed"])
   # Shapes only: running the augmentations eagerly would compile every op.
-  view = jax.eval_shape(parts.views_fn, rng, sample)[0]
-  init_extras = getattr(objective, "init_extras", None)
+  views = jax.eval_shape(run.views_fn, rng, sample)
+  view = views[sorted(views)[0]][0]
+  x = jax.ShapeDtypeStruct(view.shape, view.dtype)
+  out_shapes = jax.eval_shape(
+    lambda r, x: run.network.init_with_output(r, x, train=False)[0], rng, x
+  )
+  method, tx = run.method, run.tx
 
   def init(rng):
     init_rng, run_rng = jax.random.split(rng)
-    x = jax.numpy.zeros(view.shape, view.dtype)
-    outs, variables = parts.model.init_with_output(init_rng, x, train=False)
-    extras, shapes = {}, jax.tree.map(jax.typeof, outs)
-    if init_extras is not None:
-      extras.update(init_extras(shapes))
-    if parts.miner is not None:
-      extras.update(parts.miner.init_extras(shapes))
-    return state_lib.create(variables, tx, run_rng, ema=ema, extras=extras)
+    x0 = jax.numpy.zeros(view.shape, view.dtype)
+    variables = run.network.init(init_rng, x0, train=False)
+    return state_lib.create(
+      variables,
+      tx,
+      run_rng,
+      ema=method.ema_decay() is not None,
+      extras={"method": method.init_extras(out_shapes)},
+    )
 
-  return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+  rep = sharding.replicated(run.mesh)
+  state = jax.jit(init, out_shardings=rep)(rng)
+  if method.miner is not None:
+    dims = {k: out_shapes[k].shape[-1] for k in ("emb", "eval")}
+    mined = jax.device_put(method.miner.init_state(dims), rep)
+    state = state.replace(extras={**state.extras, "miner": mined})
+  return state
 
 
 def _abstract(tree, mesh):
@@ -177,11 +242,10 @@ def train(
 
   Args:
     config: the experiment ConfigDict (fields in `FIELDS` and the groups'
-      own FIELDS).
+      own fields).
     workdir: checkpoints, metrics.jsonl, tensorboard/ and config.json go here.
     mesh: the data mesh (default: all devices of all processes).
-    **given: parts to use instead of building them from the config: model,
-      loader, views_fn, evaluators (see `Parts`).
+    **given: parts to use instead of building them (see `build`).
   Returns:
     The last train metrics, evaluation results ("eval/...") and, with
     eval_at_start, the untrained model's ("untrained/eval/...").
@@ -190,14 +254,12 @@ def train(
     ValueError: bad config fields, or a workdir holding an incompatible
       checkpoint (left untouched).
   """
-  cfg = fields.resolve(config, FIELDS, "config")
-  mesh = mesh or sharding.make_data_mesh()
-  parts = build(config, **given)
-  total = cfg["total_steps"]
-  tx, schedule = optim.make_optimizer(cfg["optim"], total)
-  objective = objectives.make_objective(cfg["loss"], mesh)
-  inputs = inputs_lib.Inputs(parts, mesh)
-  state = _init_state(cfg, parts, tx, mesh, inputs.sample(), objective)
+  run = build(config, mesh, **given)
+  cfg = run.cfg
+  inputs = inputs_lib.Inputs(
+    run.loader, run.method.miner, run.mesh, run.encoder
+  )
+  state = init_state(run, inputs.sample())
   ckpt = checkpoint.Checkpointer(
     workdir,
     save_steps=cfg["ckpt_steps"],
@@ -208,54 +270,48 @@ def train(
   )
   start = ckpt.latest_step()
   if start is not None:
-    state, data_state = ckpt.restore(start, _abstract(state, mesh))
+    state, data_state = ckpt.restore(start, _abstract(state, run.mesh))
     inputs.resume(data_state, start)
     writer_lib.say(f"resumed from {ckpt.directory} at step {start}")
-  start = int(sharding.to_host(state.step))
   _save_config(config, workdir)
-  step_fn = jax.jit(
-    functools.partial(
-      step_lib.train_step,
-      model=parts.model,
-      tx=tx,
-      objective=objective,
-      views_fn=parts.views_fn,
-      schedule=schedule,
-      ema_decay=optim.ema_decay_fn(cfg["optim"], total),
-    ),
-    out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
-    donate_argnums=(0,),
-  )
   try:
-    return _run(cfg, parts, state, inputs, start, step_fn, ckpt, mesh, workdir)
+    return _run(run, state, inputs, ckpt, workdir)
   finally:
     ckpt.close()
 
 
-def _run(cfg, parts, state, inputs, start, step_fn, ckpt, mesh, workdir):
-  total, out = cfg["total_steps"], {}
+def _run(run, state, inputs, ckpt, workdir):
+  """Steps from the state's step to total_steps; returns the results."""
+  cfg, total, out = run.cfg, run.cfg["total_steps"], {}
+  evaluators, start = run.evaluators, int(sharding.to_host(state.step))
   writer = writer_lib.MetricWriter(workdir)
-  if cfg["eval_at_start"] and start == 0 and parts.evaluators:
-    res = _evaluate(parts.evaluators, state, 0, writer)
+  leaving = _Leaving(run, workdir)
+
+  def report(step, scalars, message):
+    writer.write(step, scalars)
+    writer_lib.say(message)
+
+  if cfg["eval_at_start"] and start == 0 and evaluators:
+    res = _evaluate(evaluators, state, 0, writer)
     out.update({f"untrained/{k}": v for k, v in res.items()})
   if start >= total:  # finished earlier: report the final model again
     writer_lib.say(f"already trained to step {start} (total_steps {total})")
-    out.update(_evaluate(parts.evaluators, state, start, writer))
-  progress = writer_lib.Progress(start, total, parts.batch_size)
+    out.update(_evaluate(evaluators, state, start, writer))
+  progress = writer_lib.Progress(start, total, run.input["global_batch_size"])
   ckpt.watch_sigterm()
   pending = None  # (step, device metrics) checked one step late: async
   for step in range(start + 1, total + 1):
-    state, batch, data_state = inputs.next(state, step, writer)
-    batch = sharding.put_local_batch(batch, mesh)
+    state, batch, data_state = inputs.next(state, step, report)
+    batch = sharding.put_local_batch(batch, run.mesh)
     with jax.transfer_guard("disallow"):
-      state, metrics = step_fn(state, batch)
+      state, metrics = run.step_fn(state, batch)
     if pending is not None:
       _check_finite(pending[0], sharding.to_host(pending[1]), ckpt)
     pending = (step, metrics)
-    evals = [e for e in parts.evaluators if _due(step, e.log_steps, total)]
+    evals = [e for e in evaluators if _due(step, e.log_steps, total)]
     preempted = ckpt.preempted(step)
     save = (
-      ckpt.manager.should_save(step)
+      ckpt.should_save(step)
       or step == total
       or preempted
       or (evals and cfg["best_metric"])
@@ -271,13 +327,58 @@ def _run(cfg, parts, state, inputs, start, step_fn, ckpt, mesh, workdir):
     out.update(res)
     if save:
       ckpt.save(step, state, data_state, metrics=res, force=True)
+    leaving.best(state, step, res)
     if preempted:
       logging.warning("preempted: saved step %d, exiting", step)
       out["preempted_at"] = step
       break
+  else:
+    leaving.final(state, total, out)
   progress.close()
   writer.close()
   return out
+
+
+class _Leaving:
+  """Writes the run's encoder folders: WORKDIR/encoder/final at the end,
+  WORKDIR/encoder/best whenever config.best_metric improves (and
+  WORKDIR/encoder/spec.json, to read any training checkpoint)."""
+
+  def __init__(self, run: Run, workdir: str):
+    self.run, self.folder = run, os.path.join(workdir, "encoder")
+    self.metric = run.cfg["best_metric"]
+    self.sign = -1.0 if run.cfg["best_mode"] == "min" else 1.0
+    if jax.process_index() == 0:
+      run.encoder.write_spec(workdir)
+    self.best_value = None
+    best = os.path.join(self.folder, "best")
+    if self.metric and pretrained.is_encoder_folder(best):
+      self.best_value = pretrained.read_spec(best)["info"].get(self.metric)
+
+  def _info(self, step: int, results: Mapping[str, float]) -> dict:
+    info = {"step": step}
+    for ev in self.run.evaluators:
+      info = {**getattr(ev, "info", dict)(), **info}
+    info.update({k: v for k, v in results.items() if k.startswith("eval/")})
+    return info
+
+  def best(self, state, step: int, results: Mapping[str, float]) -> None:
+    value = results.get(self.metric) if self.metric else None
+    if value is None:
+      return
+    if self.best_value is not None and self.sign * value <= self.sign * (
+      self.best_value
+    ):
+      return
+    self.best_value = value
+    self.run.encoder.save(
+      os.path.join(self.folder, "best"), state, info=self._info(step, results)
+    )
+
+  def final(self, state, step: int, results: Mapping[str, float]) -> None:
+    self.run.encoder.save(
+      os.path.join(self.folder, "final"), state, info=self._info(step, results)
+    )
 
 
 def _save_config(config, workdir):
@@ -295,25 +396,25 @@ def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
   Raises:
     ValueError: no checkpoint in `workdir`, or an incompatible one.
   """
-  cfg = fields.resolve(config, FIELDS, "config")
-  inp = fields.resolve(cfg["input"], inputs_lib.INPUT_FIELDS, "config.input")
-  mesh = given.pop("mesh", None) or sharding.make_data_mesh()
+  mesh = given.pop("mesh", None)
   given.setdefault("loader", [])  # no training input needed
-  parts = build(config, **given)
-  tx, _ = optim.make_optimizer(cfg["optim"], cfg["total_steps"])
-  objective = objectives.make_objective(cfg["loss"], mesh)
-  sample = np.zeros((1, *inp["image_size"], 3), np.uint8)
-  state = _init_state(cfg, parts, tx, mesh, sample, objective)
-  ckpt = checkpoint.Checkpointer(workdir, save_steps=cfg["ckpt_steps"])
+  run = build(config, mesh, **given)
+  sample = (
+    run.method.miner.sample()
+    if run.method.miner is not None
+    else np.zeros((1, *run.input["image_size"], 3), np.uint8)
+  )
+  state = init_state(run, sample)
+  ckpt = checkpoint.Checkpointer(workdir, save_steps=run.cfg["ckpt_steps"])
   try:
     step = ckpt.latest_step()
     if step is None:
       raise ValueError(f"no checkpoint in {ckpt.directory} to evaluate")
-    state, _ = ckpt.restore(step, _abstract(state, mesh))
+    state, _ = ckpt.restore(step, _abstract(state, run.mesh))
   finally:
     ckpt.close()
   writer = writer_lib.MetricWriter(workdir)
   try:
-    return _evaluate(parts.evaluators, state, step, writer, picture_dir=workdir)
+    return _evaluate(run.evaluators, state, step, writer, picture_dir=workdir)
   finally:
     writer.close()

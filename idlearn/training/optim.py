@@ -1,13 +1,12 @@
-"""Optimizers (SGD-momentum, AdamW, LARS), schedules, clipping and EMA."""
+"""Optimizers (SGD-momentum, AdamW, LARS), schedules and clipping."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from idlearn.training import fields
+from idlearn import fields
 
 PyTree = Any
 
@@ -25,8 +24,6 @@ FIELDS = {
   "warmup_steps": 0,
   "end_lr_factor": 0.0,  # final lr = lr * end_lr_factor
   "clip_norm": 0.0,  # global gradient-norm clip; 0 = off
-  "ema_decay": 0.0,  # EMA of the parameters; 0 = no EMA
-  "ema_end_decay": 0.0,  # if > 0: cosine ramp ema_decay -> this (BYOL)
 }
 
 
@@ -106,26 +103,3 @@ def make_optimizer(
   if cfg["clip_norm"] > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg["clip_norm"]), tx)
   return tx, sched
-
-
-def ema_decay_fn(
-  config: Mapping[str, Any] | None, total_steps: int
-) -> Callable[[jax.Array], jax.Array] | None:
-  """step -> EMA decay (constant, or BYOL's cosine ramp); None if no EMA."""
-  cfg = fields.resolve(config, FIELDS, "config.optim")
-  base, end = cfg["ema_decay"], cfg["ema_end_decay"]
-  if base <= 0:
-    return None
-  if end <= 0:
-    return lambda step: jnp.asarray(base, jnp.float32)
-
-  def decay(step):
-    frac = jnp.clip(step / max(total_steps, 1), 0.0, 1.0)
-    return end - (end - base) * (jnp.cos(jnp.pi * frac) + 1) / 2
-
-  return decay
-
-
-def ema_update(target: PyTree, online: PyTree, decay: jax.Array) -> PyTree:
-  """target <- decay * target + (1 - decay) * online, leaf by leaf."""
-  return jax.tree.map(lambda t, o: decay * t + (1 - decay) * o, target, online)

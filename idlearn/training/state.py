@@ -18,14 +18,16 @@ class TrainState:
 
   Attributes:
     step: int32 [] number of optimizer updates done.
-    params: trainable parameters.
-    batch_stats: BatchNorm running statistics ({} for models without any).
+    params: trainable parameters of the method's network, by part name
+      ("encoder", "bnneck", "projector", ...).
+    batch_stats: BatchNorm running statistics ({} for networks without).
     opt_state: the optax state of `params`.
     rng: the run's base PRNG key; step s uses `fold_in(rng, s)`.
-    ema_params: exponential moving average of `params` (teacher / EMA
-      evaluation), or None.
-    extras: the objective's own state ({} for most; DINO's centre,
-      DomainMix's pseudo labels and centroids), checkpointed with the rest.
+    ema_params: exponential moving average of `params` (the method's
+      teacher), or None.
+    extras: {"method": the method's own state (written by its loss only),
+      "miner": the miner's state (written by its refresh only)}; both
+      checkpointed with the rest.
   """
 
   step: jax.Array
@@ -35,13 +37,6 @@ class TrainState:
   rng: jax.Array
   ema_params: PyTree = None
   extras: PyTree = None
-
-  @property
-  def variables(self) -> dict[str, PyTree]:
-    """The flax variables to `apply` the model with."""
-    if self.batch_stats:
-      return {"params": self.params, "batch_stats": self.batch_stats}
-    return {"params": self.params}
 
 
 def create(
@@ -59,7 +54,7 @@ def create(
     tx: the optax transformation that will update `params`.
     rng: base key of the run (raw uint32 [2] key data).
     ema: keep an EMA copy of the parameters.
-    extras: the objective's initial state (default {}).
+    extras: {"method": ..., "miner"?: ...} (default {"method": {}}).
   Returns:
     The state at step 0.
   """
@@ -71,5 +66,5 @@ def create(
     opt_state=tx.init(params),
     rng=rng,
     ema_params=jax.tree.map(jnp.copy, params) if ema else None,
-    extras={} if extras is None else extras,
+    extras={"method": {}} if extras is None else extras,
   )

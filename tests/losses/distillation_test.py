@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from idlearn.losses import distillation
-from idlearn.training import sharding
+from idlearn import sharding
 
 RTOL = 1e-5
 

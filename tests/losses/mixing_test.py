@@ -9,7 +9,7 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 
 from idlearn.losses import mixing
-from idlearn.training import sharding
+from idlearn import sharding
 
 RTOL = 1e-5
 

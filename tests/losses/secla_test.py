@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from idlearn.losses.secla import secla
-from idlearn.training import sharding
+from idlearn import sharding
 
 RTOL = 1e-5
 _secla = jax.jit(secla)  # eager dispatch is slow on the shared CPU

@@ -1,6 +1,6 @@
 """Every axis_name loss: value, aux and gradients on 8 devices == 1 device.
 
-The sharded call runs under idlearn.training.sharding.shard_loss (every
+The sharded call runs under idlearn.sharding.shard_loss (every
 argument split by rows over the 8 fake CPU devices); the reference is the
 same loss with axis_name=None on the concatenated batch.
 """
@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from idlearn.losses import contrastive, margin, metric, redundancy
-from idlearn.training import sharding
+from idlearn import sharding
 
 RNG = np.random.default_rng(4)
 N, D = 16, 6  # 2 rows per device

@@ -1,4 +1,5 @@
-"""pretrained.save / load: round trip gives the same model and outputs."""
+"""Encoder folders: a round trip gives the same encoder, neck, outputs and
+preprocessing."""
 
 import os
 import tempfile
@@ -32,16 +33,46 @@ def test_round_trip_same_outputs(config):
   variables = jax.jit(model.init)(jax.random.key(1, impl="rbg"), images)
   # Non-init values everywhere, so a restore of fresh init values would fail.
   variables = jax.tree.map(lambda a: a + 0.01 * np.cos(a.size), variables)
-  apply = jax.jit(lambda m, v, x: m.apply(v, x), static_argnums=0)
-  want, _ = apply(model, variables, images)
+  want, _ = jax.jit(model.apply)(variables, images)
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "enc")
-    pretrained.save(path, config, variables)
+    pretrained.save(path, config, variables)  # the encoder's own variables
     model2, variables2 = pretrained.load(path)
-  assert model2 == model
-  jax.tree.map(np.testing.assert_array_equal, variables2, variables)
-  got, _ = apply(model2, variables2, images)
-  np.testing.assert_array_equal(got, want)
+    spec = pretrained.read_spec(path)
+  assert isinstance(model2, encoders.Backbone) and model2.neck == "none"
+  assert model2.encoder.clone(dtype=model.dtype) == model
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    variables2,
+    {k: {"encoder": v} for k, v in variables.items()},
+  )
+  got = jax.jit(model2.apply)(variables2, images)
+  np.testing.assert_array_equal(got["emb"], want)
+  assert spec["preprocessing"]["image_size"] == (256, 128)  # the default
+
+
+def test_backbone_with_neck_keeps_neck_preprocessing_and_info():
+  bb = encoders.Backbone(
+    encoder=encoders.get_encoder("resnet_tiny"), neck="embedding", neck_dim=8
+  )
+  images = np.random.default_rng(0).normal(size=(2, 32, 16, 3))
+  variables = jax.jit(bb.init)(jax.random.key(1, impl="rbg"), images)
+  want = jax.jit(bb.apply)(variables, images)
+  prep = {"image_size": (32, 16), "flip_test": True}
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "enc")
+    pretrained.save(
+      path, {"name": "resnet_tiny"}, variables, neck="embedding",
+      neck_dim=8, preprocessing=prep, info={"threshold": 0.25},
+    )  # fmt: skip
+    model2, variables2 = pretrained.load(path)
+    spec = pretrained.read_spec(path)
+  got = jax.jit(model2.apply)(variables2, images)
+  np.testing.assert_array_equal(got["eval"], want["eval"])
+  assert got["eval"].shape == (2, 8)
+  assert spec["preprocessing"]["image_size"] == (32, 16)
+  assert spec["preprocessing"]["flip_test"] is True
+  assert spec["info"] == {"threshold": 0.25}
 
 
 def test_save_rejects_mismatched_variables_and_bad_config():
@@ -54,6 +85,6 @@ def test_save_rejects_mismatched_variables_and_bad_config():
       pretrained.save(tmp + "/a", {"name": "resnet_tiny_bottleneck"}, variables)
     with pytest.raises(ValueError, match="'name'"):
       pretrained.save(tmp + "/b", {"arch": "resnet_tiny"}, variables)
-    with pytest.raises(ValueError, match="not an idlearn encoder checkpoint"):
+    with pytest.raises(ValueError, match="not an idlearn encoder folder"):
       pretrained.load(tmp)
     assert not os.path.exists(tmp + "/a")

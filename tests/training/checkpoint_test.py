@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from idlearn.training import checkpoint, sharding
+from idlearn import sharding
+from idlearn.training import checkpoint
 
 
 def _state():

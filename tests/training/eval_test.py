@@ -3,11 +3,13 @@ verification, against NumPy references and the evaluators they call."""
 
 import jax
 import numpy as np
+import pytest
 
-from idlearn import data
-from idlearn.evaluators import verification
+from idlearn import data, encoders, methods, sharding
+from idlearn.evaluators import features, verification
+from idlearn.inference.features import FeatureFn
 from idlearn.training import eval as eval_lib
-from idlearn.training import model as model_lib
+from idlearn.training import encoder as encoder_lib
 from idlearn.training import state as state_lib
 
 
@@ -19,7 +21,7 @@ def test_pool_tracklets_averages_unit_frame_features():
     "id": np.array([20, 20, 10, 10, 10, 30, 20]),
     "cam": np.array([2, 2, 0, 0, 0, 5, 2]),
   }
-  pooled, ids, cams = eval_lib.pool_tracklets(feats, split)
+  pooled, ids, cams = features.pool_tracklets(feats, split)
   unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
   for row, t in enumerate([1, 4, 9]):  # sorted tracklet order
     np.testing.assert_allclose(
@@ -33,7 +35,7 @@ def test_center_cameras_subtracts_each_cameras_mean():
   rng = np.random.default_rng(1)
   qf, gf = rng.normal(size=(4, 3)), rng.normal(size=(5, 3))
   qc, gc = np.array([0, 1, 0, 1]), np.array([1, 1, 0, 0, 0])
-  q2, g2 = eval_lib.center_cameras(qf, qc, gf, gc)
+  q2, g2 = eval_lib._centered(qf, qc, gf, gc, same=False)
   u = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
   pool, cams = np.concatenate([u(qf), u(gf)]), np.concatenate([qc, gc])
   for c in (0, 1):
@@ -43,28 +45,45 @@ def test_center_cameras_subtracts_each_cameras_mean():
     np.testing.assert_allclose(
       g2[gc == c], u(gf)[gc == c] - pool[cams == c].mean(0), rtol=1e-5
     )
-  q3, g3 = eval_lib.center_cameras(qf, qc, qf, qc, same=True)
+  q3, g3 = eval_lib._centered(qf, qc, qf, qc, same=True)
   np.testing.assert_allclose(q3, g3)
   np.testing.assert_allclose(q3[qc == 0].mean(0), 0.0, atol=1e-6)
 
 
-def test_verification_evaluator_scores_the_pairs_of_the_held_out_subjects():
-  model = model_lib.make_model(
-    {"encoder": "resnet_tiny", "head": "embedding", "proj_out": 8}
+def _facenet_run(size):
+  """A FaceNet method on the tiny ResNet, its state and state features."""
+  setup = methods.Setup(
+    mesh=sharding.make_data_mesh(),
+    make_encoder=lambda: encoders.get_encoder("resnet_tiny"),
+    dtype=np.float32,
+    input={"name": "att_faces"},
+    views={"image": 1},
+    seed=0,
+    total_steps=1,
+    num_classes=lambda: 28,
   )
-  size = (32, 24)
+  method = methods.make_method({"name": "facenet", "neck_dim": 8}, setup)
+  network = method.network()
   x = np.zeros((1, *size, 3), np.float32)
-  variables = model.init(jax.random.PRNGKey(0), x)
+  variables = network.init(jax.random.PRNGKey(0), x)
   st = state_lib.create(variables, _NoOpt(), jax.random.PRNGKey(1))
+  return network, variables, st, encoder_lib.RunEncoder(method, setup.mesh)
+
+
+def test_verification_evaluator_scores_the_pairs_of_the_held_out_subjects():
+  size = (32, 24)
+  network, variables, st, feats_of = _facenet_run(size)
   (ev,) = eval_lib.make_evaluators(
     {"att": {"type": "verification", "data": "att_faces", "image_size": size}},
-    model,
+    feats_of,
   )
   got = ev.run(st)
   pairs = data.verification_pairs("att_faces")
   images = data.load_split("att_faces", "test", image_size=size)["image"]
   assert len(images) == 120 and len(pairs["same"]) == 600  # s29..s40
-  feats = eval_lib.extract(model, variables, images, size=size)
+  # Reference features: the whole network (embedding head included).
+  extract = FeatureFn(network, image_size=size, outputs=("eval",))
+  feats = extract(variables, images)["eval"]
   want = verification.evaluate(
     feats[pairs["index1"]], feats[pairs["index2"]], pairs["same"], folds=10
   )
@@ -75,16 +94,27 @@ def test_verification_evaluator_scores_the_pairs_of_the_held_out_subjects():
   (ev,) = eval_lib.make_evaluators(
     {"att": {"type": "verification", "data": "att_faces", "image_size": size,
              "flip_test": True}},
-    model,
+    feats_of,
   )  # fmt: skip
   got = ev.run(st)
-  mirror = eval_lib.extract(model, variables, images[:, :, ::-1], size=size)
-  unit = lambda f: f / np.linalg.norm(f, axis=1, keepdims=True)
-  both = unit(feats) + unit(mirror)
+  mirror = extract(variables, images[:, :, ::-1])["eval"]
+  both = features.unit(feats) + features.unit(mirror)
   want = verification.evaluate(
     both[pairs["index1"]], both[pairs["index2"]], pairs["same"], folds=10
   )
   assert got["eval/att/accuracy"] == want["accuracy"]
+  # one compiled feature function served both evaluators (same shapes)
+  assert len(feats_of._fns) == 1
+
+
+def test_evaluator_fields_are_per_type():
+  _, _, _, feats_of = _facenet_run((32, 24))
+  with pytest.raises(ValueError, match="unknown field.*folds"):
+    eval_lib.make_evaluators(
+      {"q": {"type": "reid", "data": "pku_reid", "folds": 10}}, feats_of
+    )
+  with pytest.raises(ValueError, match="is not one of"):
+    eval_lib.make_evaluators({"q": {"type": "lfw", "data": "x"}}, feats_of)
 
 
 class _NoOpt:

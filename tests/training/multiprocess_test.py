@@ -1,6 +1,5 @@
 """2 processes x 4 fake CPU devices == 1 process x 8 devices (gloo)."""
 
-import importlib.util
 import shutil
 import socket
 import subprocess
@@ -12,12 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from idlearn.training import loop, sharding
-
-_TINY = Path(__file__).with_name("tiny.py")
-_spec = importlib.util.spec_from_file_location("tiny", _TINY)
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+from idlearn import sharding
+from idlearn.training import loop
 
 
 def _free_port():
@@ -27,7 +22,7 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_eight_devices():
+def test_two_processes_match_one_process_eight_devices(tiny):
   single, multi = tempfile.mkdtemp(), tempfile.mkdtemp()
   try:
     mesh = sharding.make_data_mesh(jax.devices())
@@ -37,7 +32,7 @@ def test_two_processes_match_one_process_eight_devices():
       subprocess.Popen(
         [
           sys.executable,
-          str(_TINY),
+          tiny.__file__,
           multi,
           "--steps",
           "6",

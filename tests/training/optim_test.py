@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from idlearn.training import optim
+from idlearn.methods import base
+from idlearn.training import optim, step
 
 
 def _params():
@@ -120,15 +121,16 @@ def test_sgd_weight_decay_and_clipping():
 def test_ema_update_and_cosine_ramp():
   t, o = {"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([3.0, -2.0])}
   np.testing.assert_allclose(
-    optim.ema_update(t, o, 0.9)["w"], [0.9 + 0.3, 1.8 - 0.2], rtol=1e-6
+    step.ema_update(t, o, 0.9)["w"], [0.9 + 0.3, 1.8 - 0.2], rtol=1e-6
   )
-  decay = optim.ema_decay_fn({"ema_decay": 0.99, "ema_end_decay": 1.0}, 100)
+  decay = base.ema_schedule(0.99, 1.0, 100)
   np.testing.assert_allclose(
     [float(decay(s)) for s in (0, 50, 100)],
     [0.99, 0.995, 1.0],
     rtol=1e-6,
   )
-  assert optim.ema_decay_fn({}, 100) is None
+  assert float(base.ema_schedule(0.9, 0.0, 100)(50)) == pytest.approx(0.9)
+  assert base.ema_schedule(0.0, 1.0, 100) is None
 
 
 def test_unknown_field_lists_valid_fields():

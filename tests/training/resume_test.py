@@ -1,6 +1,5 @@
 """Real process interruptions: kill -9 and SIGTERM, then resume exactly."""
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -13,12 +12,10 @@ from pathlib import Path
 import jax
 import pytest
 
-from idlearn.training import loop, sharding
+from idlearn import sharding
+from idlearn.training import loop
 
-_TINY = Path(__file__).with_name("tiny.py")
-_spec = importlib.util.spec_from_file_location("tiny", _TINY)
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+_TINY = Path(__file__).parents[1] / "tiny.py"
 
 
 def _launch(workdir, *args):
@@ -53,7 +50,7 @@ def _finish(workdir, *args):
 
 
 @pytest.fixture(scope="module")
-def straight():
+def straight(tiny):
   """20 uninterrupted steps (in this process, also on 8 devices)."""
   workdir = tempfile.mkdtemp()
   mesh = sharding.make_data_mesh(jax.devices())
@@ -63,7 +60,7 @@ def straight():
 
 
 @pytest.mark.slow
-def test_sigterm_then_kill_9_then_resume_repeat_the_same_losses(straight):
+def test_sigterm_then_kill_9_then_resume_repeat_the_same_losses(straight, tiny):
   """SIGTERM -> clean save + exit 0; resume; kill -9 -> resume; = straight."""
   workdir = tempfile.mkdtemp()
   try:

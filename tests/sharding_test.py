@@ -1,4 +1,4 @@
-"""idlearn.training.sharding: the data mesh, batch placement, shard_loss."""
+"""idlearn.sharding: the data mesh, batch placement, shard_loss."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from idlearn.training import sharding
+from idlearn import sharding
 
 
 def test_data_mesh_is_1d_auto_over_all_devices():

@@ -74,22 +74,18 @@ def tiny_encoder():
   return TinyEncoder()
 
 
-def tiny_model():
-  from idlearn.training import model
-
-  return model.IdModel(encoder=tiny_encoder())
-
-
 def views_fn(rng, images):
-  """Two jittable views: [0, 1] scaling + per-view noise."""
+  """Two jittable "global" views: [0, 1] scaling + per-view noise."""
   import jax
 
   x = images.astype("float32") / 255.0
   r1, r2 = jax.random.split(rng)
-  return (
-    x + 0.1 * jax.random.normal(r1, x.shape),
-    x + 0.1 * jax.random.normal(r2, x.shape),
-  )
+  return {
+    "global": (
+      x + 0.1 * jax.random.normal(r1, x.shape),
+      x + 0.1 * jax.random.normal(r2, x.shape),
+    )
+  }
 
 
 def config(total_steps=6, **kw):
@@ -103,7 +99,10 @@ def config(total_steps=6, **kw):
   c.keep_ckpts = 2
   c.async_ckpt = True
   c.input = dict(name="synthetic", global_batch_size=BATCH, image_size=(H, W))
-  c.loss = dict(name="info_nce", on="emb", temperature=0.2)
+  c.views = {"global": dict(count=2)}
+  c.model = dict(encoder="tiny")  # the given encoder (see `parts`)
+  # SimCLR's loss on the encoder's embedding (no projector)
+  c.method = dict(name="simclr", temperature=0.2, proj_layers=0)
   c.optim = dict(name="sgd", lr=0.05, momentum=0.9, warmup_steps=2)
   c.update(kw)
   return c
@@ -112,7 +111,7 @@ def config(total_steps=6, **kw):
 def parts(seed=0, process_index=0, process_count=1, sleep=0.0):
   """The `given` parts for `loop.train`."""
   return dict(
-    model=tiny_model(),
+    encoder=tiny_encoder(),
     loader=SyntheticLoader(seed, process_index, process_count, sleep),
     views_fn=views_fn,
     evaluators=[],
@@ -169,10 +168,8 @@ def _main():
 if __name__ == "__main__":
   import sys
 
+  # the repository root, when run as a script from tests/
   sys.path.insert(
-    0,
-    os.path.dirname(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ),
+    0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   )
   _main()
