@@ -34,6 +34,9 @@ setuptools.setup(
     "matplotlib",
   ],
   extras_require={
+    # Neighbour search at scale (idlearn.evaluators.neighbors): without it
+    # large searches fall back to exact NumPy, with a warning.
+    "scale": ["faiss-cpu"],
     # Peers the tests compare against. torch 2.13.0 is the CPU wheel the
     # test machines carry; lightly and torchreid are installed with
     # --no-deps by the README command (their declared torchvision
@@ -45,6 +48,8 @@ setuptools.setup(
       "ruff",
       "torch==2.13.0",
       "pytorch-metric-learning==2.9.0",
+      # The faiss path of idlearn.evaluators.neighbors.
+      "faiss-cpu",
       # Executing the colab/ notebooks.
       "nbclient",
       "nbformat",

@@ -20,10 +20,25 @@ Times are wall seconds, best of --repeats (the machine may be shared; the
 load average and each method's CPU seconds are printed too).
 Peak RSS: a fresh subprocess runs `reid.evaluate` on --rss-size queries x
 --rss-size gallery 512-d features and reports ru_maxrss (features included).
+
+Retrieval at scale (`--no-scale` skips it; `--scale-only` runs only it),
+each row in a fresh subprocess, peak RSS = ru_maxrss (inputs included):
+- kNN (`knn.evaluate`, k=200) of 10k queries against a 100k gallery, exact
+  NumPy vs faiss-cpu flat (`neighbors.search`), with the top-1 of each;
+- k-reciprocal re-ranking (`reranking.rerank`, k1=20, k2=6) of a pooled
+  N=32k (3k queries + 29k gallery); the dense original (torchreid's
+  `re_ranking`, several N^2 matrices) is measured at N=4k and 8k and its
+  peak extrapolated to 32k as a + b N^2: it does not fit this machine;
+- DomainMix pseudo labels on MSMT17's size (32,621 images, 1,041 ids):
+  dense [n, n] Jaccard (`jaccard_distance`, what the miner used to build)
+  vs sparse within DBSCAN's radius + DBSCAN (`domainmix_pseudo_labels`);
+  the dense miner is measured at 8k and extrapolated.
+  python benchmarks/eval_reid.py --scale-only
 """
 
 import argparse
 import importlib.util
+import json
 import os
 import pathlib
 import resource
@@ -34,7 +49,8 @@ import warnings
 
 import numpy as np
 
-from idlearn.evaluators import reid
+from idlearn.evaluators import knn, neighbors, reid, reranking
+from idlearn.mining import pseudo_labels
 
 NQ, NG, NDISTRACT, NID, NCAM, DIM = 3368, 15913, 2798, 750, 6, 512
 
@@ -137,6 +153,126 @@ def rss_child(n, noise):
   )
 
 
+def _peak_gib():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _torchreid_rerank():
+  spec = importlib.util.find_spec("torchreid")
+  path = pathlib.Path(spec.submodule_search_locations[0])
+  path = path / "reid" / "utils" / "rerank.py"
+  mod_spec = importlib.util.spec_from_file_location("_tr_rerank", path)
+  mod = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(mod)
+  return mod.re_ranking
+
+
+def _euclid(a, b):
+  sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T
+  return np.sqrt(np.maximum(sq, 0.0))
+
+
+def scale_child(job, noise):
+  """Runs in a fresh process: one retrieval-at-scale row, prints JSON."""
+  kind, _, arg = job.partition(":")
+  t0 = time.perf_counter()
+  row = {"job": job}
+  if kind == "knn":  # arg: exact | faiss
+    q, q_ids, _, g, g_ids, _ = make_problem(  # noise 4: not trivial
+      10_000, 100_000, 0, 1_000, DIM, 4.0, seed=2
+    )
+    in_gib = (q.nbytes + g.nbytes) / 2**30
+    neighbors.FAISS_MIN_PAIRS = 0 if arg == "faiss" else 1 << 62
+    t0 = time.perf_counter()
+    out = knn.evaluate(g, g_ids, q, q_ids, k=200)
+    row["result"] = f"top-1 {out['top1']:.4f}, top-5 {out['top5']:.4f}"
+  elif kind in ("rerank", "torchreid"):  # arg: pooled N
+    n = int(arg)
+    nq = n * 3 // 32
+    q, _, _, g, _, _ = make_problem(nq, n - nq, 0, n // 31, DIM, noise, seed=3)
+    in_gib = (q.nbytes + g.nbytes) / 2**30
+    t0 = time.perf_counter()
+    if kind == "rerank":
+      dist = reranking.rerank(q, g, metric="cosine")
+    else:
+      qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+      gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+      blocks = _euclid(qn, gn), _euclid(qn, qn), _euclid(gn, gn)
+      dist = _torchreid_rerank()(*blocks, k1=20, k2=6, lambda_value=0.3)
+    row["result"] = f"[{nq}, {n - nq}] out, mean {float(dist.mean()):.4f}"
+  else:  # jaccard-dense | jaccard-sparse | miner-dense | miner-sparse; :N
+    n = int(arg)
+    _, _, _, f, _, _ = make_problem(0, n, 0, n * 1041 // 32621, DIM, noise, 4)
+    in_gib = f.nbytes / 2**30
+    t0 = time.perf_counter()
+    if kind.startswith("jaccard"):
+      dist = reranking.jaccard_distance(
+        f, k1=30, k2=6, sparse=kind.endswith("sparse"), max_distance=0.62
+      )
+      stored = dist.nnz if kind.endswith("sparse") else dist.size
+      row["result"] = f"{stored / n:.1f} stored distances per image"
+    else:
+      labels, info = pseudo_labels.domainmix_pseudo_labels(
+        f, k1=30, k2=6, eps=0.6, sparse=kind.endswith("sparse")
+      )
+      row["result"] = (
+        f"{info['num_clusters']} clusters, {info['num_dropped']} dropped"
+      )
+  row.update(wall=time.perf_counter() - t0, peak=_peak_gib(), inputs=in_gib)
+  print(json.dumps(row), flush=True)
+
+
+def _run_child(job, noise):
+  cmd = [sys.executable, __file__, f"--child={job}", f"--noise={noise}"]
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_scale(a):
+  """Retrieval-at-scale rows (module docstring), one subprocess each."""
+  rows = []
+
+  def run(name, job, problem):
+    r = _run_child(job, a.noise)
+    rows.append((name, problem, f"{r['wall']:.1f}", f"{r['peak']:.2f}",
+                 f"{r['inputs']:.2f}", r["result"]))  # fmt: skip
+    print(rows[-1], flush=True)
+    return r
+
+  knn_problem = "10k queries x 100k gallery, 512-d, k=200, noise 4"
+  run("kNN, exact NumPy", "knn:exact", knn_problem)
+  if importlib.util.find_spec("faiss") is not None:
+    run("kNN, faiss-cpu IndexFlatIP", "knn:faiss", knn_problem)
+  for name, job, big in (
+    ("re-ranking, dense (torchreid)", "torchreid", 32768),
+    ("DomainMix miner, dense Jaccard", "miner-dense", 32621),
+  ):
+    small = [
+      (n, run(name, f"{job}:{n}", f"N={n}")["peak"]) for n in (4096, 8192)
+    ]
+    rows.append(_extrapolate(name, small, big))
+  run("re-ranking, idlearn sparse", "rerank:32768", "N=32768")
+  for name, job in (
+    ("Jaccard [n, n], dense", "jaccard-dense"),
+    ("Jaccard within 0.62, sparse", "jaccard-sparse"),
+    ("DomainMix miner, sparse Jaccard", "miner-sparse"),
+  ):
+    run(name, f"{job}:32621", "N=32621")
+  print("\n| row | problem | wall s | peak RSS GiB | inputs GiB | result |")
+  print("|---|---|---|---|---|---|")
+  for r in rows:
+    print("| " + " | ".join(r) + " |")
+
+
+def _extrapolate(name, measured, n):
+  """Peak RSS at n as a + b N^2 through two measured (N, peak) points."""
+  (n0, p0), (n1, p1) = measured
+  peak = p0 + (p1 - p0) / (n1**2 - n0**2) * (n**2 - n0**2)
+  ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+  note = f"not run (machine: {ram:.0f} GiB); a + b N^2 through {n0}, {n1}"
+  return f"{name}, estimate", f"N={n}", "-", f"~{peak:.1f}", "-", note
+
+
 def blas_info():
   env = {
     k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -162,16 +298,22 @@ def main():
   p.add_argument("--rss-only", action="store_true")
   p.add_argument("--no-rss", action="store_true")
   p.add_argument("--no-peers", action="store_true", help="idlearn rows only")
-  p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--no-scale", action="store_true")
+  p.add_argument("--scale-only", action="store_true")
+  p.add_argument("--child", default="", help=argparse.SUPPRESS)
   a = p.parse_args()
-  if a.child:
+  if a.child == "rss":
     return rss_child(a.rss_size, a.noise)
+  if a.child:
+    return scale_child(a.child, a.noise)
   print(blas_info(), f"| cores {os.cpu_count()}", flush=True)
-  if not a.rss_only:
+  if not (a.rss_only or a.scale_only):
     bench_market(a)
-  if not a.no_rss:
-    cmd = [sys.executable, __file__, "--child", f"--rss-size={a.rss_size}"]
+  if not (a.no_rss or a.scale_only):
+    cmd = [sys.executable, __file__, "--child=rss", f"--rss-size={a.rss_size}"]
     subprocess.run(cmd + [f"--noise={a.noise}"], check=True)
+  if not (a.no_scale or a.rss_only):
+    bench_scale(a)
 
 
 def bench_market(a):

@@ -7,5 +7,6 @@ Modules (imported on use; only `linear_probe` needs JAX):
   verification    LFW 10-fold accuracy, ROC AUC, TAR@FAR
   pairs           LFW pairs.txt parser, balanced seeded pairs generator
   knn             weighted kNN accuracy (InstDisc / solo-learn)
+  neighbors       nearest-neighbour search: exact NumPy, or faiss at scale
   linear_probe    optax L-BFGS softmax probe on frozen features
 """

@@ -12,7 +12,8 @@ Euclidean distance on unit vectors):
 
 The paper's defaults are k1 = k2 = 2. Apply it to the query and gallery
 features (each set on its own, or the two pooled) before computing
-distances or re-ranking.
+distances or re-ranking. Neighbours come from `neighbors.search` (exact,
+or faiss for large sets).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-_CHUNK_ELEMENTS = 1 << 23  # similarities per chunk (float32: 32 MiB)
+from idlearn.evaluators import neighbors
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -33,19 +34,9 @@ def nearest(feats: np.ndarray, k: int) -> np.ndarray:
 
   Args:
     feats: [n, d] L2-normalised features; k < n.
-  Returns: [n, k] int indices (ties: lower index first).
+  Returns: [n, k] int indices (exact path ties: lower index first).
   """
-  n = len(feats)
-  out = np.empty((n, k), np.int64)
-  step = max(1, _CHUNK_ELEMENTS // n)
-  for i in range(0, n, step):
-    sim = feats[i : i + step] @ feats.T  # [b, n]
-    b = len(sim)
-    sim[np.arange(b), i + np.arange(b)] = -np.inf  # never one's own neighbour
-    top = np.sort(np.argpartition(-sim, k - 1, axis=1)[:, :k], axis=1)
-    order = np.argsort(-np.take_along_axis(sim, top, 1), 1, kind="stable")
-    out[i : i + b] = np.take_along_axis(top, order, 1)
-  return out
+  return neighbors.search(feats, feats, k, metric="ip", exclude_self=True)[1]
 
 
 def centralize(feats: Any, *, k1: int = 2, k2: int = 2) -> np.ndarray:

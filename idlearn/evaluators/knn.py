@@ -3,7 +3,8 @@
 The self-supervised monitor of InstDisc (Wu et al. 2018), as in solo-learn
 and lightly: cosine similarity to every training feature, the k most similar
 vote for their class with weight exp(similarity / temperature), and the
-classes are ranked by their summed votes.
+classes are ranked by their summed votes. The neighbours come from
+`neighbors.search` (exact, or faiss for large banks).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-_CHUNK_ELEMENTS = 1 << 23  # similarities per chunk (float32: 32 MiB)
+from idlearn.evaluators import neighbors
+
+_QUERY_ELEMENTS = 1 << 22  # neighbours listed per query block
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -67,11 +70,13 @@ def predict_scores(
   k = min(k, len(x))
   x, q = _unit(x), _unit(q)
   scores = np.zeros((len(q), c))
-  step = max(1, _CHUNK_ELEMENTS // len(x))
+  backend = neighbors.choose_backend(len(q), len(x))  # one for all blocks
+  step = max(1, _QUERY_ELEMENTS // k)  # bounds the [b, k] neighbour lists
   for i in range(0, len(q), step):
-    sim = q[i : i + step] @ x.T  # [b, n]
-    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # [b, k] unordered
-    w = np.exp(np.take_along_axis(sim, top, 1).astype(np.float64) / temperature)
+    sim, top = neighbors.search(
+      q[i : i + step], x, k, metric="ip", backend=backend
+    )  # [b, k] each
+    w = np.exp(sim.astype(np.float64) / temperature)
     rows = np.repeat(np.arange(len(top)), k)
     np.add.at(scores[i : i + step], (rows, y[top].ravel()), w.ravel())
   return scores

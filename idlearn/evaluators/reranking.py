@@ -13,9 +13,13 @@ the base distance:
   d_J(i, j) = 1 - s / (2 - s), s = sum_l min(V[i, l], V[j, l]);
   final     = (1 - lambda) d_J + lambda d' (re-ranking only).
 
-Everything but the output is sparse (nnz ~ n * k1) and distances are made
-in row chunks, so memory is O(n k1 + output) rather than the original
-code's several dense (q + g)^2 matrices.
+Everything but the output is sparse: each row of V only holds its expanded
+set R*(i) (nnz ~ n * k1), N(i, k) comes from `neighbors.search` (exact
+below a size threshold, faiss above it), d' is computed for the stored
+pairs only, and d_J is made in row chunks. Memory is O(n k1) plus the
+output: [q, g] for re-ranking, and for `jaccard_distance(sparse=True)` only
+the pairs that share an encoded neighbour, not the original code's several
+dense (q + g)^2 matrices.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+from idlearn.evaluators import neighbors
 
 _CHUNK_ELEMENTS = 1 << 22  # pooled distances per chunk (float64: 32 MiB)
 _JACCARD_TERMS = 1 << 21  # min(V_il, V_jl) terms per chunk (~100 MiB)
@@ -86,8 +92,8 @@ def _encode(rank, k1, k2, weight):
   return v.tocsr()
 
 
-def _jaccard_rows(v, v_csc, rows):
-  """d_J for `rows` against all n entries: [len(rows), n] float64."""
+def _shared_mass(v, v_csc, rows):
+  """s = sum_l min(V_il, V_jl) for `rows` against all n: [len(rows), n]."""
   n = v.shape[0]
   sub = v[rows]
   ks, vik = sub.indices, sub.data
@@ -101,6 +107,11 @@ def _jaccard_rows(v, v_csc, rows):
     both,
     minlength=len(rows) * n,
   ).reshape(len(rows), n)
+  return s
+
+
+def _jaccard(s):
+  """d_J = 1 - s / (2 - s), float64, from the shared mass s."""
   return np.maximum(1.0 - s / (2.0 - s), 0.0)
 
 
@@ -122,6 +133,18 @@ class _DensePool:
       e = i1 - self.nq
       parts.append(np.concatenate([q_g[:, s:e].T, g_g[s:e]], axis=1))
     return np.concatenate(parts).astype(np.float64)
+
+  def neighbours(self, kk, row_normalize):
+    """Exact: nearest kk per row by d^2 (/ row max) and each row's scale."""
+    rank, scale = np.empty((self.n, kk), np.int64), np.ones(self.n, np.float32)
+    step = max(1, _CHUNK_ELEMENTS // self.n)
+    for i in range(0, self.n, step):
+      d = (self.rows(i, i + step) ** 2).astype(np.float32)
+      if row_normalize:  # the original code divides d^2 by its row maximum
+        scale[i : i + step] = d.max(axis=1)
+        d /= scale[i : i + step, None]
+      rank[i : i + step] = neighbors.top_k(d, kk)
+    return rank, scale
 
   def pairs(self, r, c):
     q_g, q_q, g_g = self.blocks
@@ -149,6 +172,16 @@ class _FeaturePool:
     d2 = self.sq[i0:i1, None] + self.sq[None] - 2.0 * self.f[i0:i1] @ self.f.T
     return np.sqrt(np.maximum(d2, 0.0))
 
+  def neighbours(self, kk, row_normalize):
+    """`neighbors.search` (exact or faiss): ranks and row scales."""
+    backend = neighbors.choose_backend(self.n, self.n)
+    _, rank = neighbors.search(self.f, self.f, kk, backend=backend)
+    scale = np.ones(self.n, np.float32)
+    if row_normalize:  # d^2 to the farthest entry, recomputed in float64
+      _, far = neighbors.farthest(self.f, self.f, backend=backend)
+      scale = (self.pairs(np.arange(self.n), far) ** 2).astype(np.float32)
+    return rank, scale
+
   def pairs(self, r, c):
     out = np.empty(len(r))
     step = max(1, _CHUNK_ELEMENTS // self.f.shape[1])  # bounded gathers
@@ -158,26 +191,9 @@ class _FeaturePool:
     return out
 
 
-def _neighbours(pool, kk, row_normalize):
-  """Nearest kk entries per row (ties: lower index) and each row's scale."""
-  n = pool.n
-  rank, scale = np.empty((n, kk), np.int64), np.ones(n, np.float32)
-  step = max(1, _CHUNK_ELEMENTS // n)
-  for i in range(0, n, step):
-    d = (pool.rows(i, i + step) ** 2).astype(np.float32)
-    if row_normalize:  # the original code divides d^2 by its row maximum
-      scale[i : i + step] = d.max(axis=1)
-      d /= scale[i : i + step, None]
-    top = np.argpartition(d, kk - 1, axis=1)[:, :kk]
-    top.sort(axis=1)
-    order = np.argsort(np.take_along_axis(d, top, 1), axis=1, kind="stable")
-    rank[i : i + step] = np.take_along_axis(top, order, 1)
-  return rank, scale
-
-
 def _pooled_jaccard(pool, k1, k2, row_normalize, rows):
   kk = min(max(k1 + 1, k2), pool.n)
-  rank, scale = _neighbours(pool, kk, row_normalize)
+  rank, scale = pool.neighbours(kk, row_normalize)
 
   def weight(r, c):
     return (pool.pairs(r, c) ** 2).astype(np.float32) / scale[r]
@@ -191,11 +207,18 @@ def _pooled_jaccard(pool, k1, k2, row_normalize, rows):
     done = terms[i - 1] if i else 0
     j = np.searchsorted(terms, done + _JACCARD_TERMS, "right")
     j = min(max(j, i + 1), i + step)
-    yield i, _jaccard_rows(v, v_csc, rows[i:j]), scale
+    yield i, _shared_mass(v, v_csc, rows[i:j]), scale
     i = j
 
 
-def jaccard_distance(features: Any, *, k1: int = 20, k2: int = 6) -> np.ndarray:
+def jaccard_distance(
+  features: Any,
+  *,
+  k1: int = 20,
+  k2: int = 6,
+  sparse: bool = False,
+  max_distance: float | None = None,
+) -> np.ndarray | sp.csr_matrix:
   """Jaccard distance of k-reciprocal encodings within one set.
 
   The pseudo-label distance of SpCL / DomainMix-style clustering: features
@@ -206,27 +229,52 @@ def jaccard_distance(features: Any, *, k1: int = 20, k2: int = 6) -> np.ndarray:
     features: [n, d] features, finite.
     k1: k-reciprocal neighbourhood size (DomainMix/SpCL use 30 or 20).
     k2: query-expansion size (1 disables it).
+    sparse: return only the pairs that share an encoded neighbour (d_J < 1)
+      as a CSR matrix. With query expansion most pairs do (measured: 80%
+      of 4,000 clustered features), so pass max_distance too.
+    max_distance: with sparse, keep only pairs within this distance (e.g.
+      the largest DBSCAN radius: a missing pair is then never a neighbour);
+      memory O(kept pairs + n k1 k2) instead of n^2.
 
   Returns: [n, n] float32 distances in [0, 1]; 0 on the diagonal only where
-    an entry's encoding is its own, 1 for pairs sharing no neighbour.
+    an entry's encoding is its own, 1 for pairs sharing no neighbour. With
+    sparse: a float32 CSR matrix holding those values (explicit zeros kept)
+    for the stored pairs; a missing pair means d_J = 1 (or > max_distance).
   """
   f = _finite_2d(features, "features")
   f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-  pool = _FeaturePool(f, len(f))
-  out = np.empty((len(f), len(f)), np.float32)
-  for i, jac, _ in _pooled_jaccard(pool, k1, k2, False, np.arange(len(f))):
-    out[i : i + len(jac)] = jac
-  return out
+  n = len(f)
+  pool = _FeaturePool(f, n)
+  chunks = _pooled_jaccard(pool, k1, k2, False, np.arange(n))
+  if not sparse:
+    out = np.empty((n, n), np.float32)
+    for i, s, _ in chunks:
+      out[i : i + len(s)] = _jaccard(s)
+    return out
+  cols, vals, counts = [], [], []
+  for _, s, _ in chunks:
+    r, c = np.nonzero(s)  # row-major: rows, then columns, in order
+    d = _jaccard(s[r, c]).astype(np.float32)
+    if max_distance is not None:
+      keep = d.astype(np.float64) <= max_distance  # as DBSCAN compares
+      r, c, d = r[keep], c[keep], d[keep]
+    cols.append(c.astype(np.int32))
+    vals.append(d)
+    counts.append(np.bincount(r, minlength=len(s)))
+  indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
+  return sp.csr_matrix(
+    (np.concatenate(vals), np.concatenate(cols), indptr), shape=(n, n)
+  )
 
 
 def _rerank_pool(pool, k1, k2, lambda_value):
   nq = pool.nq
   out = np.empty((nq, pool.n - nq), np.float32)
-  for i, jac, scale in _pooled_jaccard(pool, k1, k2, True, np.arange(nq)):
-    rows = slice(i, i + len(jac))
+  for i, s, scale in _pooled_jaccard(pool, k1, k2, True, np.arange(nq)):
+    rows = slice(i, i + len(s))
     orig = (pool.rows(rows.start, rows.stop)[:, nq:] ** 2).astype(np.float32)
     orig /= scale[rows, None]
-    out[rows] = (1 - lambda_value) * jac[:, nq:] + lambda_value * orig
+    out[rows] = (1 - lambda_value) * _jaccard(s[:, nq:]) + lambda_value * orig
   return out
 
 

@@ -20,29 +20,42 @@ al., NeurIPS 2020, Sec. 3.3) for the reliability criteria:
    the rest relabelled 0..C-1.
 
 Host-side NumPy (scikit-learn's DBSCAN): it runs once per epoch on the
-features of the whole unlabelled set, outside the jitted step.
+features of the whole unlabelled set, outside the jitted step. The Jaccard
+distance is kept sparse (only pairs within the loosest DBSCAN radius), and
+the reliability scores are counted per label, so memory grows with the
+stored pairs, not n^2 (MSMT17's 32k images: a dense float32 matrix alone is
+4 GiB).
 """
 
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.cluster import DBSCAN
 
 
 def dbscan(
-  dist: np.ndarray, *, eps: float = 0.6, min_samples: int = 4
+  dist: np.ndarray | sp.spmatrix, *, eps: float = 0.6, min_samples: int = 4
 ) -> np.ndarray:
-  """DBSCAN on a precomputed [n, n] distance matrix; -1 marks noise."""
+  """DBSCAN on precomputed [n, n] distances; -1 marks noise.
+
+  `dist` is dense, or sparse (CSR) where a missing pair is not a
+  neighbour: exact as long as every pair within eps is stored.
+  """
   dist = _check_dist(dist)
   model = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed")
   return model.fit_predict(dist).astype(np.int64)
 
 
-def _check_dist(dist: Any) -> np.ndarray:
-  dist = np.asarray(dist, np.float64)
+def _check_dist(dist: Any) -> np.ndarray | sp.csr_matrix:
+  if sp.issparse(dist):
+    dist = sp.csr_matrix(dist, dtype=np.float64)
+    values = dist.data
+  else:
+    dist = values = np.asarray(dist, np.float64)
   if dist.ndim != 2 or dist.shape[0] != dist.shape[1]:
     raise ValueError(f"dist must be a square [n, n] matrix, got {dist.shape}")
-  if not np.isfinite(dist).all() or (dist < 0).any():
+  if not np.isfinite(values).all() or (values < 0).any():
     raise ValueError("dist must hold finite, non-negative distances")
   return dist
 
@@ -55,17 +68,21 @@ def _singletons(labels: np.ndarray) -> np.ndarray:
   return labels
 
 
+def _group_size(x: np.ndarray) -> np.ndarray:
+  """[n] -> [n]: how many entries share each entry's value."""
+  _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+  return counts[inverse]
+
+
 def _iou_score(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
-  """1 - IoU of each image's cluster under two labelings: [n]."""
-  same = labels[:, None] == labels[None, :]  # [n, n]
-  same_o = other[:, None] == other[None, :]
-  inter = np.sum(same & same_o, axis=1)
-  union = np.sum(same | same_o, axis=1)
-  return 1.0 - inter / union
+  """1 - IoU of each image's cluster under two labelings (>= 0): [n]."""
+  both = labels.astype(np.int64) * (other.max() + 1) + other
+  inter = _group_size(both)  # |I(i) ∩ I_o(i)|: same pair of labels as i
+  return 1.0 - inter / (_group_size(labels) + _group_size(other) - inter)
 
 
 def reliable_pseudo_labels(
-  dist: np.ndarray,
+  dist: np.ndarray | sp.spmatrix,
   *,
   eps: float = 0.6,
   eps_gap: float = 0.02,
@@ -77,7 +94,9 @@ def reliable_pseudo_labels(
   """Reliable pseudo identities from a distance matrix (steps 2-5 above).
 
   Args:
-    dist: [n, n] distances (e.g. Jaccard), symmetric, non-negative.
+    dist: [n, n] distances (e.g. Jaccard), symmetric, non-negative; dense,
+      or sparse with every pair within eps + eps_gap stored (a missing
+      pair is not a DBSCAN neighbour).
     eps: DBSCAN radius; eps -/+ eps_gap give the tight / loose clusterings.
     min_samples: DBSCAN's core-point neighbourhood size.
     min_cluster_size: clusters with fewer kept images are dropped.
@@ -135,6 +154,7 @@ def domainmix_pseudo_labels(
   k2: int = 6,
   eps: float = 0.6,
   indep_threshold: float | None = None,
+  sparse: bool = True,
   **kwargs: Any,
 ) -> tuple[np.ndarray, dict[str, Any]]:
   """DomainMix's whole step 1-5: features -> reliable pseudo identities.
@@ -145,6 +165,9 @@ def domainmix_pseudo_labels(
     k1, k2: k-reciprocal and query-expansion sizes (DomainMix: 30, 6).
     eps: DBSCAN radius (DomainMix: 0.6).
     indep_threshold: pass the first epoch's value back in later epochs.
+    sparse: keep only the Jaccard distances within the loosest DBSCAN
+      radius (O(stored pairs) memory; same clusters as the dense [n, n]
+      matrix, which sparse=False builds).
     **kwargs: forwarded to `reliable_pseudo_labels`.
   Returns:
     As `reliable_pseudo_labels`.
@@ -155,7 +178,10 @@ def domainmix_pseudo_labels(
   features = np.asarray(features)
   if features.ndim != 2:
     raise ValueError(f"features must be [n, d], got {features.shape}")
-  dist = jaccard_distance(features, k1=k1, k2=k2)
+  radius = eps + abs(kwargs.get("eps_gap", 0.02))  # loose DBSCAN's eps
+  dist = jaccard_distance(
+    features, k1=k1, k2=k2, sparse=sparse, max_distance=radius
+  )
   return reliable_pseudo_labels(
     dist, eps=eps, indep_threshold=indep_threshold, **kwargs
   )

@@ -4,7 +4,7 @@ case and a float64 loop written from the formula."""
 import numpy as np
 import pytest
 
-from idlearn.evaluators import centralization, reid
+from idlearn.evaluators import centralization, neighbors, reid
 
 
 def ref_centralize(x, k1, k2):
@@ -33,9 +33,20 @@ def test_hand_case():
 @pytest.mark.parametrize("k1,k2", [(2, 2), (4, 1), (1, 3)])
 def test_matches_formula(k1, k2, monkeypatch):
   x = np.random.default_rng(0).standard_normal((50, 6))
-  monkeypatch.setattr(centralization, "_CHUNK_ELEMENTS", 7 * 50)  # chunks
+  monkeypatch.setattr(neighbors, "_CHUNK_ELEMENTS", 7 * 50)  # chunks
   got = centralization.centralize(x, k1=k1, k2=k2)
   np.testing.assert_allclose(got, ref_centralize(x, k1, k2), atol=1e-6)
+
+
+def test_faiss_path_matches_exact(monkeypatch):
+  pytest.importorskip("faiss")
+  x = np.random.default_rng(1).standard_normal((300, 16))
+  want = centralization.centralize(x, k1=3, k2=3)
+  monkeypatch.setattr(neighbors, "FAISS_MIN_PAIRS", 0)
+  assert neighbors.choose_backend(300, 300) == "faiss"
+  np.testing.assert_allclose(
+    centralization.centralize(x, k1=3, k2=3), want, atol=1e-6
+  )
 
 
 def test_raises_map_on_separable_clusters():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from idlearn.evaluators import knn
+from idlearn.evaluators import knn, neighbors
 
 
 def _lightly_knn_predict():
@@ -45,7 +45,7 @@ def test_knn_matches_lightly_and_reference(monkeypatch):
   train *= rng.uniform(0.5, 2.0, (300, 1))  # norms must not matter
   test, yt = _classes(0, 300)
   test, yt = test[150:], yt[150:]
-  monkeypatch.setattr(knn, "_CHUNK_ELEMENTS", 300 * 16)  # 10 chunks
+  monkeypatch.setattr(neighbors, "_CHUNK_ELEMENTS", 300 * 16)  # 10 chunks
   got = knn.evaluate(train, y, test, yt, k=20, temperature=0.07)
   scores = knn.predict_scores(train, y, test, k=20, temperature=0.07)
   want = ref_knn_scores(train, y, test, 20, 0.07, 7)
@@ -64,6 +64,20 @@ def test_knn_matches_lightly_and_reference(monkeypatch):
     np.mean((pred[:, :5] == yt[:, None]).any(1))
   )
   assert 0.4 < got["top1"] < 0.95
+
+
+def test_knn_faiss_path_matches_exact(monkeypatch):
+  pytest.importorskip("faiss")
+  train, y = _classes(2, 600)
+  test, yt = _classes(3, 200)
+  monkeypatch.setattr(knn, "_QUERY_ELEMENTS", 20 * 64)  # 64-query blocks
+  want = knn.predict_scores(train, y, test, k=20, temperature=0.07)
+  want_acc = knn.evaluate(train, y, test, yt, k=20)
+  monkeypatch.setattr(neighbors, "FAISS_MIN_PAIRS", 0)  # faiss from here
+  assert neighbors.choose_backend(200, 600) == "faiss"
+  got = knn.predict_scores(train, y, test, k=20, temperature=0.07)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert knn.evaluate(train, y, test, yt, k=20) == want_acc
 
 
 def test_knn_bad_inputs():

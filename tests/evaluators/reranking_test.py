@@ -3,11 +3,12 @@ and Jaccard distances against a float64 loop written from the formula."""
 
 import importlib.util
 import pathlib
+import tracemalloc
 
 import numpy as np
 import pytest
 
-from idlearn.evaluators import reid, reranking
+from idlearn.evaluators import neighbors, reid, reranking
 
 
 def _torchreid_rerank():
@@ -46,6 +47,7 @@ def test_matches_torchreid(metric, monkeypatch):
   want = _torchreid_rerank()(*blocks, k1=20, k2=6, lambda_value=0.3)
   monkeypatch.setattr(reranking, "_CHUNK_ELEMENTS", 700)  # 7-row chunks
   monkeypatch.setattr(reranking, "_JACCARD_TERMS", 3000)  # and fewer
+  monkeypatch.setattr(neighbors, "_CHUNK_ELEMENTS", 700)
   got = reranking.rerank_distances(*blocks)
   np.testing.assert_allclose(got, want, atol=2e-6)
   got = reranking.rerank(q * 3.0 if metric == "cosine" else q, g, metric=metric)
@@ -53,6 +55,19 @@ def test_matches_torchreid(metric, monkeypatch):
   want = _torchreid_rerank()(*blocks, k1=7, k2=1, lambda_value=0.5)
   got = reranking.rerank_distances(*blocks, k1=7, k2=1, lambda_value=0.5)
   np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss"])
+def test_200x300_matches_torchreid_dense(backend, monkeypatch):
+  # torchreid's re_ranking is the original dense code ((q + g)^2 matrices).
+  if backend == "faiss":
+    pytest.importorskip("faiss")
+    monkeypatch.setattr(neighbors, "FAISS_MIN_PAIRS", 0)
+  q, _, g, _ = _clusters(6, nq=200, ng=300, nid=40, d=32)
+  blocks = _euclid(q, g), _euclid(q, q), _euclid(g, g)
+  want = _torchreid_rerank()(*blocks, k1=20, k2=6, lambda_value=0.3)
+  assert neighbors.choose_backend(500, 500) == backend
+  np.testing.assert_allclose(reranking.rerank(q, g), want, atol=2e-6)
 
 
 def test_smaller_than_k1_matches_torchreid():
@@ -104,6 +119,55 @@ def test_jaccard_distance_matches_formula(monkeypatch):
   got = reranking.jaccard_distance(x, k1=6, k2=3)
   np.testing.assert_allclose(got, ref_jaccard(x, 6, 3), atol=1e-6)
   assert got.dtype == np.float32 and got.shape == (40, 40)
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss"])
+def test_sparse_jaccard_equals_dense(backend, monkeypatch):
+  if backend == "faiss":
+    pytest.importorskip("faiss")
+    monkeypatch.setattr(neighbors, "FAISS_MIN_PAIRS", 0)
+  monkeypatch.setattr(reranking, "_JACCARD_TERMS", 5000)  # several chunks
+  x, _, _, _ = _clusters(7, nq=300, ng=0, nid=30, d=16)
+  dense = reranking.jaccard_distance(x, k1=20, k2=6)
+  got = reranking.jaccard_distance(x, k1=20, k2=6, sparse=True)
+  assert got.dtype == np.float32 and got.shape == (300, 300)
+  full = np.ones((300, 300), np.float32)  # missing = no shared neighbour
+  coo = got.tocoo()
+  full[coo.row, coo.col] = coo.data
+  np.testing.assert_array_equal(full, dense)
+  assert got.nnz == np.sum(dense < 1)
+  near = reranking.jaccard_distance(
+    x, k1=20, k2=6, sparse=True, max_distance=0.6
+  )
+  np.testing.assert_array_equal(
+    near.toarray() > 0, (dense <= 0.6) & (dense > 0)
+  )
+  assert near.nnz == np.sum(dense <= 0.6)  # zeros (the diagonal) are kept
+  if backend == "exact":
+    np.testing.assert_allclose(dense, ref_jaccard(x, 20, 6), atol=1e-6)
+
+
+def test_sparse_jaccard_memory_grows_linearly(monkeypatch):
+  # Within DBSCAN's radius, with small chunks: doubling n about doubles the
+  # traced peak (measured 7.3 -> 15 MB), where a dense float32 [n, n]
+  # would quadruple (16 -> 64 MB).
+  for mod, name in (
+    (reranking, "_CHUNK_ELEMENTS"),
+    (reranking, "_JACCARD_TERMS"),
+    (neighbors, "_CHUNK_ELEMENTS"),
+  ):
+    monkeypatch.setattr(mod, name, 1 << 16)
+  peaks = []
+  for n in (2000, 4000):
+    x, _, _, _ = _clusters(8, nq=n, ng=0, nid=n // 10, d=16)
+    tracemalloc.start()
+    try:
+      dist = reranking.jaccard_distance(x, sparse=True, max_distance=0.62)
+      peaks.append(tracemalloc.get_traced_memory()[1])
+    finally:
+      tracemalloc.stop()
+    assert dist.nnz < n * 10
+  assert peaks[1] < 2.5 * peaks[0] and peaks[1] < 4000**2 * 4 / 3, peaks
 
 
 def test_rerank_raises_map_on_separable_clusters():

@@ -1,8 +1,13 @@
 """DomainMix pseudo identities: DBSCAN, reliability criteria, end to end."""
 
+import pathlib
+
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from PIL import Image
 
+from idlearn.evaluators import neighbors, reranking
 from idlearn.mining import pseudo_labels
 
 
@@ -139,10 +144,49 @@ def test_end_to_end_recovers_identities_from_features():
   assert _same_partition(labels, ids)
 
 
+def _att_faces():
+  """The 400 bundled AT&T faces as 644-d pixel features (4x reduced)."""
+  root = pathlib.Path(pseudo_labels.__file__).parents[1] / "data" / "bundled"
+  paths = sorted((root / "att_faces").glob("s*/*.pgm"))
+  x = np.stack(
+    [np.asarray(Image.open(p).reduce(4), np.float32).ravel() for p in paths]
+  )
+  return x - x.mean(0)
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss"])
+def test_sparse_jaccard_gives_the_dense_clusters_on_faces(backend, monkeypatch):
+  if backend == "faiss":
+    pytest.importorskip("faiss")
+    monkeypatch.setattr(neighbors, "FAISS_MIN_PAIRS", 0)
+  x = _att_faces()
+  for k1, k2, eps in ((20, 6, 0.6), (10, 3, 0.6), (20, 6, 0.5)):
+    dense = reranking.jaccard_distance(x, k1=k1, k2=k2)
+    sparse = reranking.jaccard_distance(
+      x, k1=k1, k2=k2, sparse=True, max_distance=eps + 0.02
+    )
+    assert sparse.nnz < 0.1 * dense.size
+    for e in (eps - 0.02, eps, eps + 0.02):
+      want = pseudo_labels.dbscan(dense, eps=e)
+      np.testing.assert_array_equal(pseudo_labels.dbscan(sparse, eps=e), want)
+    got, info = pseudo_labels.domainmix_pseudo_labels(x, k1=k1, k2=k2, eps=eps)
+    want, want_info = pseudo_labels.reliable_pseudo_labels(dense, eps=eps)
+    np.testing.assert_array_equal(got, want)
+    assert info == want_info and info["num_clusters"] >= 10, info
+    got, info = pseudo_labels.domainmix_pseudo_labels(
+      x, k1=k1, k2=k2, eps=eps, sparse=False
+    )
+    np.testing.assert_array_equal(got, want)
+
+
 def test_bad_input():
   with pytest.raises(ValueError, match="dist"):
     pseudo_labels.reliable_pseudo_labels(np.zeros((3, 4)))
   with pytest.raises(ValueError, match="dist"):
     pseudo_labels.dbscan(-np.ones((3, 3)))
+  with pytest.raises(ValueError, match="dist"):
+    pseudo_labels.dbscan(sp.csr_matrix(-np.ones((3, 3))))
+  with pytest.raises(ValueError, match="square"):
+    pseudo_labels.dbscan(sp.csr_matrix(np.ones((3, 4))))
   with pytest.raises(ValueError, match="features"):
     pseudo_labels.domainmix_pseudo_labels(np.zeros(5))
