@@ -55,7 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   local = dict(crop, size=(size[0] // 2, size[1] // 2), crop_scale=(0.1, 0.4))
   c.views = {
     "global": dict(crop, count=2),
-    "local": dict(local, count=arg.local_crops),
+    "local": dict(local, count=2 if arg.smoke else arg.local_crops),
   }
   hidden, bottleneck = (32, 16) if arg.smoke else (512, 128)
   half = 0 if arg.smoke else c.total_steps // 2  # K = 2, then 4
@@ -67,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )  # fmt: skip
   c.optim = common.adamw(5e-4, 0.04, c.total_steps, clip_norm=3.0)
   if arg.smoke:
-    c.optim.warmup_steps = 0
+    c.optim.warmup_steps, c.optim.schedule = 0, "constant"
   for ev in c.evals.values():
     ev.use_ema = True  # the teacher is the model DINO / CION keep
   return c

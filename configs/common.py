@@ -89,10 +89,12 @@ def run(*, seed: int, total_steps: int) -> ml_collections.ConfigDict:
 
 
 def smoke(c: ml_collections.ConfigDict) -> None:
-  """Makes `c` a seconds-long run: 2 steps, logged and saved at each, no
-  warmup, the tiny ResNet (sizes are the caller's: pass a small one)."""
+  """Makes `c` a seconds-long run: 2 steps, logged and saved at each, a
+  constant learning rate (the step program then does not depend on
+  total_steps: a longer resumed run reuses its compilation), the tiny
+  ResNet (sizes are the caller's: pass a small one)."""
   c.total_steps, c.log_steps, c.ckpt_steps = 2, 1, 1
-  c.optim.warmup_steps = 0
+  c.optim.warmup_steps, c.optim.schedule = 0, "constant"
   kw = {k: v for k, v in c.model.encoder_kw.items() if k == "last_stride"}
   c.model.encoder, c.model.encoder_kw = "resnet_tiny", kw
 

@@ -8,6 +8,8 @@ before anything is compiled, with the list of valid fields.
 from collections.abc import Mapping
 from typing import Any
 
+from idlearn.errors import ConfigError
+
 REQUIRED = object()  # marks a field without a default
 
 
@@ -52,16 +54,18 @@ def resolve(
   valid = ", ".join(sorted(fields))
   unknown = sorted(set(given) - set(fields))
   if unknown:
-    raise ValueError(
+    raise ConfigError(
       f"{where}: unknown field(s) {unknown}; valid fields are: {valid}"
     )
   out = {}
   for name, default in fields.items():
     value = given.get(name, default)
     if value is REQUIRED:
-      raise ValueError(f"{where}.{name} is required; valid fields are: {valid}")
+      raise ConfigError(
+        f"{where}.{name} is required; valid fields are: {valid}"
+      )
     if not _type_ok(value, default):
-      raise ValueError(
+      raise ConfigError(
         f"{where}.{name} = {value!r} has type {type(value).__name__}, "
         f"expected {type(default).__name__} (like the default "
         f"{default!r}); valid fields are: {valid}"
@@ -75,7 +79,7 @@ def resolve(
 def choice(value: str, options: Mapping[str, Any] | list, where: str) -> str:
   """Checks a name against its registry; ValueError lists the options."""
   if value not in options:
-    raise ValueError(
+    raise ConfigError(
       f"{where} = {value!r} is not one of: {', '.join(sorted(options))}"
     )
   return value

@@ -8,6 +8,10 @@ r"""Command line: train or evaluate one experiment config.
 Training resumes from the workdir's latest checkpoint. On several hosts,
 pass --distributed (cluster auto-detection) or --coordinator_address,
 --num_processes and --process_id; JAX's runtime does the rest.
+
+Exit codes: 0 done; 1 an error (a user error is printed as one line, with
+the traceback under --verbose); 75 stopped at a preemption notice
+(SIGTERM) after saving: run the same command again to resume.
 """
 
 import importlib.util
@@ -19,6 +23,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from idlearn import errors
 from idlearn.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,6 +41,9 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process.")
+_VERBOSE = flags.DEFINE_bool(
+  "verbose", False, "Show the traceback of expected errors too."
+)
 
 
 def summary(results: dict[str, float]) -> str:
@@ -109,32 +117,48 @@ def main(argv: list[str]) -> None:
     jax.process_count(),
     jax.device_count(),
   )
-  run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+  try:
+    results = run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+  except errors.UserError as e:
+    if _VERBOSE.value:
+      raise
+    sys.exit(f"error: {e}")
+  if "preempted_at" in results:
+    sys.exit(errors.PREEMPTED_EXIT_CODE)
 
 
-def check_overrides(argv: list[str]) -> None:
-  """Fails early, listing the valid fields, on an unknown --config.a.b=v.
-
-  ml_collections reports only the missing name; users need the choices.
-  """
-  spec = next(
+def _config_arg(argv: list[str]) -> str | None:
+  return next(
     (a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None
   )
-  paths = [
-    a[len("--config.") :].split("=", 1)[0]
-    for a in argv
-    if a.startswith("--config.")
-  ]
-  if not spec or not paths:
+
+
+def check_config(argv: list[str]) -> None:
+  """Fails early, in one line, on a config that cannot load: a missing
+  file, an unknown `:arg`, or an unknown --config.a.b=v (ml_collections
+  reports only the missing name; users need the valid ones).
+
+  Raises:
+    app.UsageError: with the message to print.
+  """
+  spec = _config_arg(argv)
+  if not spec:
     return
   path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise app.UsageError(f"--config: no config file {path}")
   try:
     module_spec = importlib.util.spec_from_file_location("_config", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     config = module.get_config(*([arg] if arg else []))
-  except Exception:  # a broken config file or arg: absl reports it below
-    return
+  except (ValueError, errors.UserError) as e:
+    raise app.UsageError(f"--config={spec}: {e}") from None
+  paths = [
+    a[len("--config.") :].split("=", 1)[0]
+    for a in argv
+    if a.startswith("--config.")
+  ]
   for override in paths:
     node, walked = config, "config"
     for key in override.split("."):
@@ -154,7 +178,7 @@ def entry_point() -> None:
   if os.getcwd() not in sys.path:
     sys.path.insert(0, os.getcwd())
   try:
-    check_overrides(sys.argv)
+    check_config(sys.argv)
   except app.UsageError as e:
     sys.exit(f"error: {e}")
   app.run(main)

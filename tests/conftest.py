@@ -1,4 +1,5 @@
-"""Gives every test 8 fake CPU devices (before JAX initialises) and the
+"""Gives every test 8 fake CPU devices (before JAX initialises), a
+persistent compilation cache shared by the test processes, and the
 session-wide data fixtures: ../shared/data sets, TFDS builds done once."""
 
 import importlib.util
@@ -9,6 +10,15 @@ os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Most of the suite's time is XLA compiling; a resumed run, a second test
+# on the same tiny model, the other xdist worker or a subprocess (these
+# variables are inherited) compiles the same programs again. The cache
+# lives in the checkout (git-ignored), so a fresh clone (CI) starts empty
+# and proves everything compiles.
+_CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.fspath(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 

@@ -7,6 +7,7 @@ JAX starts.
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -155,19 +156,23 @@ def _main():
       num_processes=a.processes,
       process_id=a.process_id,
     )
+  from idlearn import errors
   from idlearn.training import loop
 
   cfg = config(a.steps, ckpt_steps=a.ckpt_steps)
-  loop.train(
-    cfg,
-    a.workdir,
-    **parts(0, jax.process_index(), jax.process_count(), a.sleep),
-  )
+  try:  # as idlearn.main does: user errors in one line, preemption 75
+    out = loop.train(
+      cfg,
+      a.workdir,
+      **parts(0, jax.process_index(), jax.process_count(), a.sleep),
+    )
+  except errors.UserError as e:
+    sys.exit(f"error: {e}")
+  if "preempted_at" in out:
+    sys.exit(errors.PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":
-  import sys
-
   # the repository root, when run as a script from tests/
   sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,6 +19,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
+from idlearn.errors import DataError
+
 # Extensions we look at when listing folders; content decides the format.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".ppm", ".webp")
 _KEPT_FORMATS = ("JPEG", "PNG")  # stored as-is; anything else -> PNG.
@@ -129,7 +131,7 @@ class IdentityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     missing = [
       e for e in cls.LAYOUT if not os.path.exists(os.path.join(manual_dir, e))
     ]
-    raise ValueError(
+    raise DataError(
       f"manual_dir={manual_dir!r} does not hold the {cls.name} files "
       f"(missing: {', '.join(missing) or manual_dir}). "
       + cls.manual_instructions()
@@ -177,7 +179,7 @@ class IdentityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       rel = os.path.relpath(path, self._root)
       yield rel, {"image": image, "path": rel, **fields}
     if log.examples == 0:
-      raise ValueError(
+      raise DataError(
         f"{self.name}: split {split!r} has no readable image "
         f"({log.num_unparseable} unparseable names, {log.num_corrupt} "
         "corrupt files). " + self.manual_instructions()
@@ -195,7 +197,7 @@ class IdentityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _skip(self, log: SplitLog, reason: str, path: str, why: str) -> None:
     if self._strict:
-      raise ValueError(f"{self.name}: {reason} file {path!r}: {why}")
+      raise DataError(f"{self.name}: {reason} file {path!r}: {why}")
     logging.warning("%s: skipping %s file %s: %s", self.name, reason, path, why)
     setattr(log, f"num_{reason}", getattr(log, f"num_{reason}") + 1)
     kept = getattr(log, reason)

@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 
 from idlearn.data import faces, reid, video
 from idlearn.data._records import IdentityBuilder
+from idlearn.errors import DataError
 
 BUILDERS: dict[str, type[IdentityBuilder]] = {
   "market1501": reid.Market1501,
@@ -85,18 +86,18 @@ def prepare(
       layout (the message shows the layout).
   """
   if name not in BUILDERS:
-    raise ValueError(f"name={name!r}: expected one of {sorted(BUILDERS)}")
+    raise DataError(f"name={name!r}: expected one of {sorted(BUILDERS)}")
   cls = BUILDERS[name]
   bundled = manual_dir is None
   if bundled:
     if name not in _BUNDLED:
-      raise ValueError(
+      raise DataError(
         f"manual_dir is required for {name!r} (no bundled copy). "
         + cls.manual_instructions()
       )
     manual_dir = BUNDLED_DIR / _BUNDLED[name]
   if not os.path.isdir(manual_dir):
-    raise ValueError(
+    raise DataError(
       f"manual_dir={os.fspath(manual_dir)!r} for {name!r} is not a "
       "directory. " + cls.manual_instructions()
     )

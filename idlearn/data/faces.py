@@ -10,6 +10,7 @@ import os
 import re
 
 from idlearn.data import _records
+from idlearn.errors import DataError
 from idlearn.evaluators import pairs as verification
 
 _ATT_IMAGE = re.compile(r"^(\d+)\.pgm$")
@@ -89,7 +90,7 @@ class Lfw(_records.IdentityBuilder, skip_registration=True):
       None,
     )
     if images is None:
-      raise ValueError(
+      raise DataError(
         f"no LFW image folder in {root!r}. " + self.manual_instructions()
       )
     pairs = verification.parse_lfw_pairs(os.path.join(root, "pairs.txt"))
@@ -113,7 +114,7 @@ class ImageFolder(_records.IdentityBuilder, skip_registration=True):
   def _splits(self, root: str) -> dict[str, list]:
     names = _identity_folders(root)
     if not names:
-      raise ValueError(
+      raise DataError(
         f"no identity folders in {root!r}. " + self.manual_instructions()
       )
     return {"train": _folder_items(root, names)}

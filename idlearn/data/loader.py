@@ -15,6 +15,7 @@ import numpy as np
 from absl import flags
 
 from idlearn.data import datasets, sources
+from idlearn.errors import DataError
 
 _STREAM_LEN = 2**62  # "forever": grain wants a length; epochs repeat.
 
@@ -40,7 +41,7 @@ class _PKPlan:
     valid = ids >= 0  # junk (-1) has no identity to group by
     self.groups = [np.flatnonzero(ids == i) for i in np.unique(ids[valid])]
     if len(self.groups) < p:
-      raise ValueError(
+      raise DataError(
         f"sampler='pk' needs P = global_batch_size // k = {p} identities "
         f"per batch but the split has {len(self.groups)}"
       )
@@ -76,7 +77,7 @@ class _CameraPairPlan:
     self.cams, self.seed, self.epoch_len = cams, seed, len(cams)
     self.by_cam = {c: np.flatnonzero(cams == c) for c in np.unique(cams)}
     if len(self.by_cam) < 2:
-      raise ValueError(
+      raise DataError(
         "sampler='camera_pairs' needs images of at least 2 cameras, the "
         f"split has cameras {sorted(self.by_cam)}"
       )
@@ -221,12 +222,12 @@ def make_train_loader(
     `it.get_state()` / `it.set_state(state)` save and restore the position.
   """
   if global_batch_size % process_count:
-    raise ValueError(
+    raise DataError(
       f"global_batch_size={global_batch_size} is not divisible by "
       f"process_count={process_count}"
     )
   if not 0 <= process_index < process_count:
-    raise ValueError(
+    raise DataError(
       f"process_index={process_index} not in [0, {process_count})"
     )
   b = global_batch_size // process_count
@@ -236,13 +237,13 @@ def make_train_loader(
   if labels is not None:
     labels = np.asarray(labels, np.int32)
     if labels.shape != meta["id"].shape:
-      raise ValueError(
+      raise DataError(
         f"labels has shape {labels.shape}; {name}/{split} has "
         f"{len(meta['id'])} records"
       )
     meta = {**meta, "id": labels, "label": labels}
   if group_by not in ("id", "tracklet") or group_by not in meta:
-    raise ValueError(
+    raise DataError(
       f"group_by={group_by!r}: expected 'id' or, for video sets, 'tracklet'"
     )
   if sampler == "pairs":
@@ -275,14 +276,14 @@ def make_train_loader(
 
 def _check_pairs(pairs, n: int) -> np.ndarray:
   if pairs is None:
-    raise ValueError("sampler='pairs' needs pairs=[m, 2] record indices")
+    raise DataError("sampler='pairs' needs pairs=[m, 2] record indices")
   pairs = np.asarray(pairs, np.int64)
   if pairs.ndim != 2 or pairs.shape[1] != 2 or not len(pairs):
-    raise ValueError(
+    raise DataError(
       f"pairs must be a non-empty [m, 2] array, got {pairs.shape}"
     )
   if pairs.min() < 0 or pairs.max() >= n:
-    raise ValueError(f"pairs must index the split's {n} records")
+    raise DataError(f"pairs must index the split's {n} records")
   return pairs
 
 
@@ -293,23 +294,23 @@ def _make_plan(
     return _RandomPlan(len(meta["id"]), seed)
   if sampler == "pk":
     if k < 1 or b % k:
-      raise ValueError(
+      raise DataError(
         f"sampler='pk': local batch {b} must be a multiple of k={k}"
       )
     return _PKPlan(meta[group_by], k, global_batch_size // k, seed)
   if sampler == "frame_pairs":
     if "tracklet" not in meta:
-      raise ValueError(
+      raise DataError(
         "sampler='frame_pairs' needs a video dataset "
         "(records with a 'tracklet' feature)"
       )
     pairs = frame_pairs(meta, frame_gap)
     if not len(pairs):
-      raise ValueError(f"no frame pairs at frame_gap={frame_gap}")
+      raise DataError(f"no frame pairs at frame_gap={frame_gap}")
     return _PairPlan(pairs, seed)
   if sampler == "camera_pairs":
     return _CameraPairPlan(meta["cam"], seed)
-  raise ValueError(
+  raise DataError(
     f"sampler={sampler!r}: expected 'random', 'pk', 'frame_pairs', "
     "'camera_pairs' or 'pairs'"
   )

@@ -139,7 +139,8 @@ def _folder_per_id(folder: str, name_re: re.Pattern) -> list:
       continue
     for path in _records.list_images(sub):
       m = name_re.match(os.path.basename(path))
-      ok = m is not None and pid.isdigit()
+      # isdecimal, not isdigit: "²" is a digit that int() rejects
+      ok = m is not None and pid.isdecimal()
       fields = {"id": int(pid), "cam": int(m.group(1)) - 1} if ok else None
       items.append((path, fields))
   return items

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from idlearn.data import datasets
+from idlearn.errors import DataError
 
 _META_KEYS = ("id", "cam", "tracklet", "frame")
 
@@ -34,7 +35,7 @@ def decode(data: bytes, size: tuple[int, int]) -> np.ndarray:
 def data_source(builder, split: str):
   """TFDS ArrayRecord source of `split`; "image" stays encoded bytes."""
   if split not in builder.info.splits:
-    raise ValueError(
+    raise DataError(
       f"split={split!r} not in {builder.name}: expected one of "
       f"{sorted(builder.info.splits)}"
     )
@@ -160,7 +161,7 @@ def reid_eval_sets(
   evaluating.
   """
   if name not in _REID_PROTOCOL:
-    raise ValueError(
+    raise DataError(
       f"name={name!r} has no re-ID protocol: expected one of "
       f"{sorted(_REID_PROTOCOL)}"
     )
@@ -211,7 +212,7 @@ def verification_pairs(
     wanted = listed["path1"] + listed["path2"]
     missing = sorted({p for p in wanted if p not in where})
     if missing:
-      raise ValueError(
+      raise DataError(
         f"lfw: {len(missing)} images of pairs.txt are not in the built "
         f"dataset (skipped as corrupt or absent), e.g. {missing[:3]}"
       )
@@ -222,6 +223,6 @@ def verification_pairs(
       "same": np.asarray(listed["same"], bool),
       "fold": np.asarray(listed["fold"], np.int64),
     }
-  raise ValueError(
+  raise DataError(
     f"name={name!r}: verification pairs exist for 'att_faces' and 'lfw'"
   )

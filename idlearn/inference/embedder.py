@@ -135,7 +135,8 @@ def _read(x: Any) -> Any:
       with open(x, "rb") as f:
         data = f.read()
       Image.open(io.BytesIO(data)).verify()
-    except Exception as e:  # noqa: BLE001: any decoder error names the file
+    # any decoder error: name the file
+    except Exception as e:  # noqa: BLE001
       raise ValueError(f"{x}: not a readable image ({e})") from None
     return data
   return x

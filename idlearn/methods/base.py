@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from idlearn.errors import ConfigError
+
 PyTree = Any
 Aux = dict[str, jax.Array]
 Views = dict[str, tuple[jax.Array, ...]]
@@ -40,9 +42,9 @@ Batch = dict[str, jax.Array]
 LossOut = tuple[jax.Array, Aux, PyTree]
 
 
-def field_error(method: str, message: str) -> ValueError:
+def field_error(method: str, message: str) -> ConfigError:
   """A config error of `config.method` (name given), one line."""
-  return ValueError(f"config.method (name={method!r}): {message}")
+  return ConfigError(f"config.method (name={method!r}): {message}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +152,7 @@ class Network:
   def teacher(self, x: jax.Array, *, method: Any = None, **kw) -> Any:
     """module(x) with the EMA parameters, batch statistics of its own."""
     if self._teacher is None:
-      raise ValueError(
+      raise ConfigError(
         "the method reads its EMA teacher but the state has none: set "
         "config.method.ema_decay > 0"
       )

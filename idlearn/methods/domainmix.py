@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from idlearn import fields, losses, sharding
+from idlearn.errors import ConfigError
 from idlearn.evaluators.features import unit
 from idlearn.methods import base
 from idlearn.methods.supervised import ClassifierNet
@@ -174,14 +175,14 @@ class TargetClusterMiner(base.Miner):
     self.cfg, self.setup = cfg, setup
     self.every_steps = cfg["every_steps"]
     if self.every_steps <= 0:
-      raise ValueError(
+      raise ConfigError(
         f"config.miner.every_steps = {self.every_steps}: expected >= 1"
       )
     batch, k = setup.input["global_batch_size"], setup.input["k"]
     self.target_batch = int(round(batch * cfg["target_fraction"]))
     self.source_batch = batch - self.target_batch
     if self.target_batch % k or self.source_batch % k or not self.target_batch:
-      raise ValueError(
+      raise ConfigError(
         f"config.miner.target_fraction={cfg['target_fraction']} splits the "
         f"batch {batch} into {self.source_batch} source + "
         f"{self.target_batch} target rows; both must be positive multiples "
@@ -266,14 +267,14 @@ class TargetClusterMiner(base.Miner):
     labels = np.asarray(state["pseudo"])
     cfg, k = self.cfg, self.setup.input["k"]
     if int(np.max(labels, initial=-1)) < 0:
-      raise ValueError(
+      raise ConfigError(
         f"no reliable pseudo identity in the target split {cfg['data']}/"
         f"{cfg['split']}: DBSCAN (eps {cfg['eps']}) found no cluster of >= "
         f"{cfg['min_cluster_size']} images; raise config.miner.eps"
       )
     n_ids = len(np.unique(labels[labels >= 0]))
     if n_ids * k < self.target_batch:
-      raise ValueError(
+      raise ConfigError(
         f"{n_ids} pseudo identities cannot fill the "
         f"{self.target_batch // k} target identities of a batch; lower "
         "config.miner.target_fraction or raise config.miner.eps"

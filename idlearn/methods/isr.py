@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from idlearn import fields, losses, sharding
+from idlearn.errors import ConfigError
 from idlearn.methods import base
 from idlearn.methods.contrastive import PROJECTOR_FIELDS, ProjectionMethod
 from idlearn.mining import camera_pairs, matching
@@ -145,7 +146,7 @@ class CameraPairMiner(base.Miner):
     self.cfg, self.setup = cfg, setup
     self.every_steps = cfg["every_steps"]
     if self.every_steps <= 0:
-      raise ValueError(
+      raise ConfigError(
         f"config.miner.every_steps = {self.every_steps}: expected >= 1"
       )
     self._split = None
@@ -200,7 +201,7 @@ class CameraPairMiner(base.Miner):
     partner = np.asarray(state["partner"])
     rows = np.flatnonzero(partner >= 0)
     if not len(rows):
-      raise ValueError(
+      raise ConfigError(
         "no cross-camera pair was mined (every match below "
         f"config.miner.min_similarity={self.cfg['min_similarity']})"
       )

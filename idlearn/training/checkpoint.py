@@ -3,23 +3,35 @@
 One `CheckpointManager` per workdir (`<workdir>/checkpoints/<step>/`) with
 two items: "state" (the `TrainState`, restored onto any mesh) and "data"
 (each process's input-iterator state as JSON). Saves are asynchronous and
-atomic (Orbax writes to a temporary directory and renames it), so a killed
-run always finds its last complete checkpoint.
+atomic (Orbax writes to a temporary directory and renames it; leftovers of
+a failed write are removed at the next start), so a killed run always finds
+its last complete checkpoint. A checkpoint that does not restore (a
+truncated file, a deleted item, garbage metadata) is moved aside to
+`<workdir>/checkpoints.unreadable/` and the previous one is used.
 """
 
 import base64
 import dataclasses
+import errno
 import json
+import os
+import shutil
 import signal
+import time
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as cm
 
+from idlearn.errors import CheckpointError, DiskFull
+
 PyTree = Any
+UNREADABLE = "checkpoints.unreadable"
+_SLACK = 1 << 16  # bytes: metadata and JSON next to the arrays
 
 
 class DataStateHandler(ocp.CheckpointHandler):
@@ -80,6 +92,20 @@ def _shapes(tree: PyTree) -> dict[str, tuple]:
   }
 
 
+def is_disk_full(error: BaseException) -> bool:
+  """An error (or one it wraps) from a write that found no space left."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno in (
+      errno.ENOSPC,
+      errno.EDQUOT,
+    ):
+      return True
+    if "No space left on device" in str(error):  # tensorstore's errors
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
 class Checkpointer:
   """Saves every `save_steps`, keeps the `keep` latest plus the best one.
 
@@ -91,6 +117,7 @@ class Checkpointer:
       "eval/pku_reid/rank1"); the best checkpoint by it is also kept.
     best_mode: "max" or "min".
     async_save: write in a background thread.
+    read_only: only restore (evaluation): nothing is created or written.
   """
 
   def __init__(
@@ -102,6 +129,7 @@ class Checkpointer:
     best_metric: str = "",
     best_mode: str = "max",
     async_save: bool = True,
+    read_only: bool = False,
   ):
     policies = [cm.LatestN(n=keep)]
     if best_metric:
@@ -114,29 +142,38 @@ class Checkpointer:
         )
       )
     # Orbax's array writer rejects relative paths (--workdir=runs/x).
-    self.directory = epath.Path(workdir).absolute() / "checkpoints"
+    self.workdir = epath.Path(workdir).absolute()
+    self.directory = self.workdir / "checkpoints"
     self._best_metric = best_metric
     self._preempted = False
     self._previous_handler = None
-    self.manager = ocp.CheckpointManager(
+    self._read_only = read_only
+    self._options = ocp.CheckpointManagerOptions(
+      # Every N steps (plus forced saves); no extra save at the first
+      # step of a run, which the default policy adds.
+      save_decision_policy=cm.AnySavePolicy(
+        [
+          cm.FixedIntervalPolicy(save_steps),
+          cm.PreemptionCheckpointingPolicy(),
+        ]
+      ),
+      preservation_policy=cm.AnyPreservationPolicy(policies),
+      enable_async_checkpointing=async_save and not read_only,
+      create=not read_only,
+      read_only=read_only,
+      # a write that failed (disk full, kill) leaves a temporary folder
+      cleanup_tmp_directories=not read_only,
+    )
+    self.manager = self._manager()
+
+  def _manager(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
       self.directory,
       item_handlers={
         "state": ocp.StandardCheckpointHandler(),
         "data": DataStateHandler(),
       },
-      options=ocp.CheckpointManagerOptions(
-        # Every N steps (plus forced saves); no extra save at the first
-        # step of a run, which the default policy adds.
-        save_decision_policy=cm.AnySavePolicy(
-          [
-            cm.FixedIntervalPolicy(save_steps),
-            cm.PreemptionCheckpointingPolicy(),
-          ]
-        ),
-        preservation_policy=cm.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=async_save,
-        create=True,
-      ),
+      options=self._options,
     )
 
   def latest_step(self) -> int | None:
@@ -147,10 +184,12 @@ class Checkpointer:
     return self.manager.should_save(step)
 
   def check_compatible(self, step: int, target: PyTree) -> None:
-    """Raises ValueError if checkpoint `step` does not fit `target`'s tree.
+    """Raises CheckpointError if checkpoint `step` does not fit `target`.
 
     The run must not continue (and later overwrite the workdir) with a
     different model or optimizer than the one that wrote the checkpoint.
+    Errors reading the metadata propagate as they are (a corrupt
+    checkpoint, not an incompatible one).
     """
     meta = self.manager.item_metadata(step)["state"]
     saved, want = _shapes(meta), _shapes(target)
@@ -168,7 +207,7 @@ class Checkpointer:
       )
       if ks
     )
-    raise ValueError(
+    raise CheckpointError(
       f"the checkpoint at {self.directory / str(step)} was written by an "
       f"incompatible model or optimizer ({details}). Refusing to resume or "
       "overwrite it: pass a fresh --workdir, or restore the config that "
@@ -192,6 +231,56 @@ class Checkpointer:
     )
     return out["state"], out["data"]
 
+  def restore_latest(self, target: PyTree) -> tuple[int, PyTree, Any] | None:
+    """The newest checkpoint that restores: (step, state, data state).
+
+    A checkpoint that fails to read is reported in one line, moved to
+    `<workdir>/checkpoints.unreadable/<step>` (kept for inspection, out of
+    the way of new saves) and the previous one is tried. None when the
+    workdir has no checkpoint.
+
+    Raises:
+      CheckpointError: an incompatible checkpoint (left as it is), or none
+        of the checkpoints restores (the message lists them).
+    """
+    tried = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return (step, *self.restore(step, target))
+      except CheckpointError:
+        raise
+      # any failure to read = unreadable
+      except Exception as e:  # noqa: BLE001
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        tried.append(f"{step} ({why})")
+        where = self._set_aside(step)
+        logging.warning("checkpoint %d unreadable (%s)", step, why)
+        print(
+          f"checkpoint {self.directory / str(step)} is unreadable ({why}); "
+          f"moved to {where}, trying the previous one",
+          flush=True,
+        )
+    if tried:
+      raise CheckpointError(
+        f"no checkpoint in {self.directory} could be restored; tried "
+        f"{'; '.join(tried)}. They are in {self.workdir / UNREADABLE}: "
+        "delete them to start over in this workdir"
+      )
+    return None
+
+  def _set_aside(self, step: int) -> epath.Path:
+    """Moves checkpoint `step` out of the manager's way; returns where."""
+    if self._read_only:
+      return self.directory / str(step)
+    aside = self.workdir / UNREADABLE
+    aside.mkdir(parents=True, exist_ok=True)
+    dest = aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_index() == 0:
+      shutil.move(os.fspath(self.directory / str(step)), os.fspath(dest))
+    self.manager.close()  # its view of the steps (and threads) is stale
+    self.manager = self._manager()
+    return dest
+
   def save(
     self,
     step: int,
@@ -201,22 +290,61 @@ class Checkpointer:
     metrics: dict[str, float] | None = None,
     force: bool = False,
   ) -> bool:
-    """Saves if `step` is due (or `force`); returns whether it saved."""
+    """Saves if `step` is due (or `force`); returns whether it saved.
+
+    `state` may hold NumPy copies (see `host_copy`).
+
+    Raises:
+      DiskFull: this write, or the previous asynchronous one, found no
+        space left.
+    """
     if metrics is not None and self._best_metric:
       metrics = {k: float(np.asarray(v)) for k, v in metrics.items()}
       if self._best_metric not in metrics:
         metrics = None
     elif not self._best_metric:
       metrics = None
-    return self.manager.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(host_copy(state)),
-        data=DataSave(data_state),
-      ),
-      metrics=metrics,
-      force=force,
-    )
+    self.manager.wait_until_finished()  # the space the last save takes
+    self._check_space(step, state)
+    try:
+      return self.manager.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=DataSave(data_state)
+        ),
+        metrics=metrics,
+        force=force,
+      )
+    except Exception as e:
+      self._raise_if_disk_full(e, step)
+      raise
+
+  def _check_space(self, step: int, state: PyTree) -> None:
+    """Raises DiskFull before writing when the state cannot fit: a write
+    that runs out of space midway floods the log from Orbax's threads."""
+    if jax.process_index() != 0:
+      return
+    need = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)) + _SLACK
+    free = shutil.disk_usage(self.directory).free
+    if need > free:
+      raise DiskFull(
+        errno.ENOSPC,
+        f"no space left on the device of {self.directory} for checkpoint "
+        f"{step} ({need / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB "
+        f"free); the checkpoints already there are complete (latest: "
+        f"{self.latest_step()}). Free space and run the same command again "
+        "to resume",
+      )
+
+  def _raise_if_disk_full(self, error: BaseException, step: int) -> None:
+    if is_disk_full(error):
+      raise DiskFull(
+        errno.ENOSPC,
+        f"no space left on the device of {self.directory} while saving "
+        f"a checkpoint (around step {step}); the checkpoints already "
+        f"there are complete (latest: {self.latest_step()}). Free space "
+        "and run the same command again to resume",
+      ) from None
 
   def preempted(self, step: int) -> bool:
     """True after SIGTERM (single process) or a JAX preemption notice."""
@@ -238,12 +366,21 @@ class Checkpointer:
     self._previous_handler = signal.signal(signal.SIGTERM, handler)
 
   def close(self) -> None:
-    """Waits for pending saves; puts back the SIGTERM handler it replaced."""
+    """Waits for pending saves; puts back the SIGTERM handler it replaced.
+
+    Raises:
+      DiskFull: the last asynchronous save found no space left.
+    """
     if self._previous_handler is not None:
       signal.signal(signal.SIGTERM, self._previous_handler)
       self._previous_handler = None
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:
+      self._raise_if_disk_full(e, self.latest_step() or 0)
+      raise
+    finally:
+      self.manager.close()
 
 
 def host_copy(tree: PyTree) -> PyTree:
@@ -251,8 +388,12 @@ def host_copy(tree: PyTree) -> PyTree:
 
   Orbax slices a replicated array per device before writing it: on 8
   devices that is a compiled slice per leaf shape and device (130 XLA
-  compilations for a small ResNet). One host copy writes the same bytes.
+  compilations for a small ResNet). One host copy writes the same bytes,
+  and is what the loop checks for finiteness before saving. Several
+  processes keep Orbax's own path (it decides which process writes what).
   """
+  if jax.process_count() > 1:
+    return tree
 
   def copy(x):
     if isinstance(x, jax.Array) and x.is_fully_replicated:
@@ -260,3 +401,16 @@ def host_copy(tree: PyTree) -> PyTree:
     return x
 
   return jax.tree.map(copy, tree)
+
+
+def all_finite(tree: PyTree) -> bool:
+  """Whether every floating leaf of a pytree (host or replicated device
+  arrays) is finite."""
+
+  def finite(x):
+    if isinstance(x, jax.Array):
+      x = np.asarray(x.addressable_data(0))
+    x = np.asarray(x)
+    return not np.issubdtype(x.dtype, np.floating) or np.isfinite(x).all()
+
+  return all(finite(x) for x in jax.tree.leaves(tree))

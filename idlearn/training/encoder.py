@@ -16,6 +16,7 @@ import numpy as np
 
 from idlearn import encoders, pretrained, sharding
 from idlearn.encoders.backbone import select_params
+from idlearn.errors import ConfigError
 from idlearn.inference import embedder as embedder_lib
 from idlearn.inference.features import FeatureFn
 
@@ -63,7 +64,9 @@ class RunEncoder:
     """The `Backbone` variables of `state` (its EMA teacher's if asked)."""
     params = state.ema_params if use_ema else state.params
     if params is None:
-      raise ValueError("use_ema=True but the state has no EMA parameters")
+      raise ConfigError(
+        "config.evals: use_ema=True but the method keeps no EMA teacher"
+      )
     path, neck = self.method.BACKBONE, self.method.neck
     out = {"params": select_params(_at(params, path), neck)}
     if state.batch_stats:

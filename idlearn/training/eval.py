@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from idlearn import fields
+from idlearn.errors import ConfigError
 from idlearn.evaluators.features import center_cameras, pool_tracklets
 
 COMMON_FIELDS = {
@@ -175,7 +176,7 @@ class VideoReidEvaluator(_Evaluator):
     del picture_dir  # per-frame pictures are not drawn for tracklets
     q, g = self.data()
     if "tracklet" not in q:
-      raise ValueError(
+      raise ConfigError(
         f"config.evals.{self.name}: type video_reid needs a video data set "
         f"(records with a tracklet), got {self.cfg['data']!r}"
       )

@@ -10,6 +10,7 @@ import numpy as np
 from absl import logging
 
 from idlearn import fields, sharding
+from idlearn.errors import ConfigError
 from idlearn.training import step as step_lib
 
 INPUT_FIELDS = {
@@ -41,10 +42,10 @@ def view_specs(config: Mapping[str, Any] | None) -> list[tuple[str, dict, int]]:
     spec = dict(spec)
     count, frame = spec.pop("count", 1), spec.pop("frame", 0)
     if not isinstance(count, int) or count < 1:
-      raise ValueError(f"config.views.{role}.count = {count!r}: expected >= 1")
+      raise ConfigError(f"config.views.{role}.count = {count!r}: expected >= 1")
     out += [(role, spec, frame)] * count
   if not out:
-    raise ValueError("config.views is empty: give at least one view role")
+    raise ConfigError("config.views is empty: give at least one view role")
   return out
 
 
@@ -72,7 +73,7 @@ def make_views_fn(config: Mapping[str, Any] | None) -> step_lib.ViewsFn:
     if images.ndim == 5:
       for i, (role, spec, frame) in enumerate(specs):
         if frame >= images.shape[1]:
-          raise ValueError(
+          raise ConfigError(
             f"config.views.{role}.frame = {frame} but batches hold pairs "
             f"of {images.shape[1]} images"
           )

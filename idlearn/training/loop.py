@@ -8,7 +8,9 @@ miner's state are all part of the checkpoint, so a resumed run repeats the
 uninterrupted one exactly.
 """
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import math
@@ -21,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from idlearn import fields, methods, pretrained, sharding
+from idlearn.errors import CheckpointError, ConfigError, DiskFull, NonFiniteLoss
 from idlearn.training import checkpoint, optim
 from idlearn.training import encoder as encoder_lib
 from idlearn.training import eval as eval_lib
@@ -28,6 +31,7 @@ from idlearn.training import inputs as inputs_lib
 from idlearn.training import model as model_lib
 from idlearn.training import state as state_lib
 from idlearn.training import step as step_lib
+from idlearn.training import workdir as workdir_lib
 from idlearn.training import writer as writer_lib
 
 FIELDS = {
@@ -206,12 +210,34 @@ def _abstract(tree, mesh):
   )
 
 
-def _check_finite(step: int, metrics: Mapping[str, float], ckpt) -> None:
-  if not math.isfinite(metrics["loss"]):
-    raise FloatingPointError(
-      f"non-finite loss {metrics['loss']} at step {step}; stopping. The "
-      f"last good checkpoint (step {ckpt.latest_step()}) in "
-      f"{ckpt.directory} is kept."
+def _check_run_fields(cfg: Mapping[str, Any], mesh: Any) -> None:
+  """Values the loop reads, checked before anything is built or written."""
+  for name, least in (
+    ("total_steps", 1),
+    ("ckpt_steps", 1),
+    ("keep_ckpts", 1),
+    ("log_steps", 0),
+  ):
+    if cfg[name] < least:
+      raise ConfigError(f"config.{name} = {cfg[name]}: expected >= {least}")
+  fields.choice(cfg["best_mode"], ("max", "min"), "config.best_mode")
+  inp = fields.resolve(cfg["input"], inputs_lib.INPUT_FIELDS, "config.input")
+  batch, k = inp["global_batch_size"], inp["k"]
+  devices = mesh.shape[sharding.DATA_AXIS]
+  if batch < 1 or k < 1:
+    raise ConfigError(
+      f"config.input.global_batch_size = {batch} and config.input.k = {k}: "
+      "both must be >= 1"
+    )
+  if batch % devices:
+    raise ConfigError(
+      f"config.input.global_batch_size = {batch} does not split over the "
+      f"{devices} devices of the data mesh: use a multiple of {devices}"
+    )
+  if inp["sampler"] == "pk" and batch % k:
+    raise ConfigError(
+      f"config.input.global_batch_size = {batch} is not a multiple of "
+      f"config.input.k = {k} (P identities x K images per batch)"
     )
 
 
@@ -248,36 +274,134 @@ def train(
     **given: parts to use instead of building them (see `build`).
   Returns:
     The last train metrics, evaluation results ("eval/...") and, with
-    eval_at_start, the untrained model's ("untrained/eval/...").
+    eval_at_start, the untrained model's ("untrained/eval/..."); after a
+    preemption notice, "preempted_at" (the step saved).
   Raises:
-    FloatingPointError: a non-finite loss (the last good checkpoint stays).
-    ValueError: bad config fields, or a workdir holding an incompatible
-      checkpoint (left untouched).
+    ConfigError: bad config fields or values.
+    WorkdirLocked: another process trains in `workdir`.
+    CheckpointError: the workdir's checkpoint is incompatible (left
+      untouched), or none of its checkpoints reads.
+    NonFiniteLoss: training diverged (the last finite checkpoint stays).
+    DiskFull: no space left (earlier checkpoints stay complete).
   """
-  run = build(config, mesh, **given)
-  cfg = run.cfg
-  inputs = inputs_lib.Inputs(
-    run.loader, run.method.miner, run.mesh, run.encoder
-  )
-  state = init_state(run, inputs.sample())
-  ckpt = checkpoint.Checkpointer(
-    workdir,
-    save_steps=cfg["ckpt_steps"],
-    keep=cfg["keep_ckpts"],
-    best_metric=cfg["best_metric"],
-    best_mode=cfg["best_mode"],
-    async_save=cfg["async_ckpt"],
-  )
-  start = ckpt.latest_step()
-  if start is not None:
-    state, data_state = ckpt.restore(start, _abstract(state, run.mesh))
-    inputs.resume(data_state, start)
-    writer_lib.say(f"resumed from {ckpt.directory} at step {start}")
-  _save_config(config, workdir)
+  mesh = mesh or sharding.make_data_mesh()
+  _check_run_fields(fields.resolve(config, FIELDS, "config"), mesh)
+  _check_workdir(workdir)
+  with workdir_lib.WorkdirLock(workdir), _disk_full_as_error(workdir):
+    run = build(config, mesh, **given)
+    inputs = inputs_lib.Inputs(
+      run.loader, run.method.miner, run.mesh, run.encoder
+    )
+    state = init_state(run, inputs.sample())
+    cfg = run.cfg
+    ckpt = checkpoint.Checkpointer(
+      workdir,
+      save_steps=cfg["ckpt_steps"],
+      keep=cfg["keep_ckpts"],
+      best_metric=cfg["best_metric"],
+      best_mode=cfg["best_mode"],
+      async_save=cfg["async_ckpt"],
+    )
+    try:
+      restored = ckpt.restore_latest(_abstract(state, run.mesh))
+      if restored is not None:
+        start, state, data_state = restored
+        inputs.resume(data_state, start)
+        writer_lib.say(f"resumed from {ckpt.directory} at step {start}")
+      _save_config(config, workdir)
+      return _run(run, state, inputs, ckpt, workdir)
+    finally:
+      ckpt.close()
+
+
+def _check_workdir(workdir: str) -> None:
+  """The workdir is a folder this process can write (probed: a read-only
+  filesystem refuses root too, which `os.access` does not see)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir} is a file, not a folder")
   try:
-    return _run(run, state, inputs, ckpt, workdir)
-  finally:
-    ckpt.close()
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write-probe-{os.getpid()}")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(
+      f"--workdir {workdir} is not writable ({e.strerror})"
+    ) from None
+
+
+@contextlib.contextmanager
+def _disk_full_as_error(workdir: str):
+  """Turns a write that found no space left into one `DiskFull` line."""
+  try:
+    yield
+  except DiskFull:
+    raise
+  except Exception as e:
+    if checkpoint.is_disk_full(e):
+      raise DiskFull(
+        errno.ENOSPC,
+        f"no space left on the device of {workdir} ({e}); the checkpoints "
+        "already there are complete. Free space and run the same command "
+        "again to resume",
+      ) from None
+    raise
+
+
+class _Saves:
+  """Checkpoints that are written only once known to be finite.
+
+  The state after step s is copied to the host when its save is due, its
+  parameters are checked, and it is written once the loss of step s + 1
+  (computed from it) is finite too, or at the end of the run. A run that
+  diverges therefore never leaves a checkpoint that resumes into NaN.
+  """
+
+  def __init__(self, ckpt: checkpoint.Checkpointer):
+    self.ckpt, self.held = ckpt, None
+
+  def hold(self, step, state, data_state, metrics) -> None:
+    """Copies the state after `step` to be saved once `next_loss` is known.
+
+    Raises:
+      NonFiniteLoss: its parameters are not finite.
+    """
+    host = checkpoint.host_copy(state)
+    if not checkpoint.all_finite(host.params):
+      raise NonFiniteLoss(
+        self._message(f"non-finite parameters after step {step}")
+      )
+    self.held = (step, host, data_state, metrics)
+
+  def next_loss(self, step: int, loss: float) -> None:
+    """The loss of `step`, computed from the held state: write it or drop
+    it (and stop)."""
+    if not math.isfinite(loss):
+      self.held = None
+      raise NonFiniteLoss(
+        self._message(f"non-finite loss {loss} at step {step}")
+      )
+    self.flush()
+
+  def flush(self) -> None:
+    if self.held is not None:
+      step, host, data_state, metrics = self.held
+      self.held = None
+      self.ckpt.save(step, host, data_state, metrics=metrics, force=True)
+
+  def _message(self, what: str) -> str:
+    last = self.ckpt.latest_step()
+    kept = (
+      f"the last finite checkpoint (step {last}) in {self.ckpt.directory} "
+      "is kept and a rerun resumes from it"
+      if last is not None
+      else "no checkpoint was written, a rerun starts from step 0"
+    )
+    return (
+      f"{what}: training diverged; {kept}. Lower config.optim.lr, or set "
+      "config.optim.clip_norm"
+    )
 
 
 def _run(run, state, inputs, ckpt, workdir):
@@ -286,6 +410,7 @@ def _run(run, state, inputs, ckpt, workdir):
   evaluators, start = run.evaluators, int(sharding.to_host(state.step))
   writer = writer_lib.MetricWriter(workdir)
   leaving = _Leaving(run, workdir)
+  saves = _Saves(ckpt)
 
   def report(step, scalars, message):
     writer.write(step, scalars)
@@ -299,14 +424,18 @@ def _run(run, state, inputs, ckpt, workdir):
     out.update(_evaluate(evaluators, state, start, writer))
   progress = writer_lib.Progress(start, total, run.input["global_batch_size"])
   ckpt.watch_sigterm()
-  pending = None  # (step, device metrics) checked one step late: async
+  pending = None  # (step, device metrics): read one step late (async)
   for step in range(start + 1, total + 1):
     state, batch, data_state = inputs.next(state, step, report)
     batch = sharding.put_local_batch(batch, run.mesh)
     with jax.transfer_guard("disallow"):
       state, metrics = run.step_fn(state, batch)
-    if pending is not None:
-      _check_finite(pending[0], sharding.to_host(pending[1]), ckpt)
+    if saves.held is not None:  # its state made this loss: finite?
+      saves.next_loss(step, float(sharding.to_host(metrics["loss"])))
+    elif pending is not None:
+      m = sharding.to_host(pending[1])
+      if not math.isfinite(m["loss"]):
+        saves.next_loss(pending[0], m["loss"])
     pending = (step, metrics)
     evals = [e for e in evaluators if _due(step, e.log_steps, total)]
     preempted = ckpt.preempted(step)
@@ -318,7 +447,8 @@ def _run(run, state, inputs, ckpt, workdir):
     )
     if save or _due(step, cfg["log_steps"], total):
       m = sharding.to_host(metrics)
-      _check_finite(step, m, ckpt)
+      if not math.isfinite(m["loss"]):
+        saves.next_loss(step, m["loss"])
       pending = None
       writer.write(step, {f"train/{k}": v for k, v in m.items()})
       progress.update(step, m)
@@ -326,13 +456,16 @@ def _run(run, state, inputs, ckpt, workdir):
     res = _evaluate(evals, state, step, writer) if evals else {}
     out.update(res)
     if save:
-      ckpt.save(step, state, data_state, metrics=res, force=True)
+      saves.hold(step, state, data_state, res)
     leaving.best(state, step, res)
     if preempted:
+      saves.flush()
       logging.warning("preempted: saved step %d, exiting", step)
+      writer_lib.say(f"preempted: saved step {step} in {ckpt.directory}")
       out["preempted_at"] = step
       break
   else:
+    saves.flush()
     leaving.final(state, total, out)
   progress.close()
   writer.close()
@@ -393,9 +526,15 @@ def _save_config(config, workdir):
 def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
   """Runs the config's evaluators on the latest checkpoint of `workdir`.
 
+  Creates nothing in the workdir but metrics.jsonl lines and pictures.
+
   Raises:
-    ValueError: no checkpoint in `workdir`, or an incompatible one.
+    CheckpointError: no readable checkpoint in `workdir`, or an
+      incompatible one.
   """
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(checkpoints):
+    raise CheckpointError(f"no checkpoint in {checkpoints} to evaluate")
   mesh = given.pop("mesh", None)
   given.setdefault("loader", [])  # no training input needed
   run = build(config, mesh, **given)
@@ -405,12 +544,14 @@ def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
     else np.zeros((1, *run.input["image_size"], 3), np.uint8)
   )
   state = init_state(run, sample)
-  ckpt = checkpoint.Checkpointer(workdir, save_steps=run.cfg["ckpt_steps"])
+  ckpt = checkpoint.Checkpointer(
+    workdir, save_steps=run.cfg["ckpt_steps"], read_only=True
+  )
   try:
-    step = ckpt.latest_step()
-    if step is None:
-      raise ValueError(f"no checkpoint in {ckpt.directory} to evaluate")
-    state, _ = ckpt.restore(step, _abstract(state, run.mesh))
+    restored = ckpt.restore_latest(_abstract(state, run.mesh))
+    if restored is None:
+      raise CheckpointError(f"no checkpoint in {ckpt.directory} to evaluate")
+    step, state, _ = restored
   finally:
     ckpt.close()
   writer = writer_lib.MetricWriter(workdir)

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from idlearn import fields
+from idlearn.errors import ConfigError
 
 FIELDS = {
   "encoder": fields.REQUIRED,  # a name of idlearn.encoders.get_encoder
@@ -35,7 +36,7 @@ def encoder_factory(
   cfg = resolve(config)
   dtype = DTYPES.get(cfg["dtype"])
   if dtype is None:
-    raise ValueError(
+    raise ConfigError(
       f"config.model.dtype = {cfg['dtype']!r}: expected one of {list(DTYPES)}"
     )
   if encoder is not None:
@@ -43,5 +44,8 @@ def encoder_factory(
   from idlearn import encoders
 
   kw = dict(cfg["encoder_kw"])
-  encoders.get_encoder(cfg["encoder"], dtype=dtype, **kw)  # fail early
+  try:  # fail early, naming the config field
+    encoders.get_encoder(cfg["encoder"], dtype=dtype, **kw)
+  except ValueError as e:
+    raise ConfigError(f"config.model: {e}") from None
   return lambda: encoders.get_encoder(cfg["encoder"], dtype=dtype, **kw), dtype

@@ -17,9 +17,11 @@ from absl import logging
 class MetricWriter:
   """Appends scalars to `<workdir>/metrics.jsonl` and TensorBoard events.
 
-  Each JSON line is {"step": s, name: value, ...}; a resumed run appends, so
-  a step that was logged before a crash may appear twice (the later line
-  wins).
+  Each JSON line is {"step": s, name: value, ...}, written whole by one
+  system call; a line cut short by a crash or a full disk is removed when
+  the file is next opened, so the file always parses. A resumed run
+  appends, so a step that was logged before a crash may appear twice (the
+  later line wins).
   """
 
   def __init__(self, workdir: str):
@@ -28,7 +30,9 @@ class MetricWriter:
     if not self._on:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    path = os.path.join(workdir, "metrics.jsonl")
+    _drop_partial_line(path)
+    self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
       self._tb = _summary_writer()(os.path.join(workdir, "tensorboard"))
     except ImportError:  # TensorBoard files are optional, the JSON is not
@@ -38,8 +42,8 @@ class MetricWriter:
     if not self._on:
       return
     scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
-    self._jsonl.flush()
+    line = json.dumps({"step": int(step), **scalars}) + "\n"
+    os.write(self._fd, line.encode())
     if self._tb is not None:
       for name, value in scalars.items():
         self._tb.add_scalar(name, value, step)
@@ -47,9 +51,25 @@ class MetricWriter:
 
   def close(self) -> None:
     if self._on:
-      self._jsonl.close()
+      os.close(self._fd)
       if self._tb is not None:
         self._tb.close()
+
+
+def _drop_partial_line(path: str) -> None:
+  """Truncates `path` after its last complete line (no-op if it is whole)."""
+  if not os.path.isfile(path):
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if not data or data.endswith(b"\n"):
+      return
+    end = data.rfind(b"\n") + 1
+    logging.warning(
+      "%s: dropping a partial last line (%d bytes) left by an interrupted "
+      "write", path, len(data) - end,
+    )  # fmt: skip
+    f.truncate(end)
 
 
 def _summary_writer():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from idlearn import data
+from idlearn import data, errors
 from idlearn.data import datasets, sources
 
 
@@ -300,3 +300,17 @@ def test_split_meta_is_cached_next_to_the_records(built):
   for k in want:
     np.testing.assert_array_equal(got[k], want[k])
   np.testing.assert_array_equal(got["id"], sources._read_meta(b, "query")["id"])
+
+
+def test_identity_folder_that_is_no_number_names_the_file(tmp_path):
+  """ "²" is a digit to str.isdigit but not an int: counted (or, strict,
+  raised naming the file), never a bare int() error."""
+  root = tmp_path / "pku"
+  for split in ("train/001", "train/²", "val/all_imgs/002"):
+    _jpeg(root / split / "01_1.png", 3)
+  kw = dict(data_dir=os.fspath(tmp_path / "tfds"), manual_dir=root)
+  with pytest.raises(errors.DataError, match=r"unparseable file .*²/01_1.png"):
+    data.prepare("pku_reid", strict=True, **kw)
+  b = data.prepare("pku_reid", **kw)
+  assert data.build_log(b)["train"]["num_unparseable"] == 1
+  np.testing.assert_array_equal(_ids(b, "train"), [1])

@@ -8,8 +8,8 @@ import pytest
 from idlearn import data, encoders, methods, sharding
 from idlearn.evaluators import features, verification
 from idlearn.inference.features import FeatureFn
-from idlearn.training import eval as eval_lib
 from idlearn.training import encoder as encoder_lib
+from idlearn.training import eval as eval_lib
 from idlearn.training import state as state_lib
 
 

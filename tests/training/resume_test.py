@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from idlearn import sharding
+from idlearn import errors, sharding
 from idlearn.training import loop
 
 _TINY = Path(__file__).parents[1] / "tiny.py"
@@ -61,7 +61,7 @@ def straight(tiny):
 
 @pytest.mark.slow
 def test_sigterm_then_kill_9_then_resume_repeat_the_same_losses(straight, tiny):
-  """SIGTERM -> clean save + exit 0; resume; kill -9 -> resume; = straight."""
+  """SIGTERM -> clean save + exit 75; resume; kill -9 -> resume; = straight."""
   workdir = tempfile.mkdtemp()
   try:
     args = ["--ckpt_steps", "5", "--sleep", "0.15"]
@@ -72,7 +72,7 @@ def test_sigterm_then_kill_9_then_resume_repeat_the_same_losses(straight, tiny):
       proc,
     )
     os.kill(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
+    assert proc.wait(timeout=120) == errors.PREEMPTED_EXIT_CODE
     saved = sorted(int(s) for s in os.listdir(Path(workdir, "checkpoints")))
     stopped = max(tiny.read_losses(workdir))
     assert saved[-1] == stopped and 2 <= stopped < 10  # saved off-interval
