@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from idlearn.losses import domain
 from idlearn import sharding
+from idlearn.losses import domain
 
 RTOL = 1e-5
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 
-from idlearn.losses import mixing
 from idlearn import sharding
+from idlearn.losses import mixing
 
 RTOL = 1e-5
 

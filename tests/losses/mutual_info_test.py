@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from idlearn.losses import mutual_info
 from idlearn import sharding
+from idlearn.losses import mutual_info
 
 RTOL = 1e-5
 

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from idlearn.losses.secla import secla
 from idlearn import sharding
+from idlearn.losses.secla import secla
 
 RTOL = 1e-5
 _secla = jax.jit(secla)  # eager dispatch is slow on the shared CPU

@@ -14,8 +14,8 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from idlearn.losses import contrastive, margin, metric, redundancy
 from idlearn import sharding
+from idlearn.losses import contrastive, margin, metric, redundancy
 
 RNG = np.random.default_rng(4)
 N, D = 16, 6  # 2 rows per device
