@@ -3,6 +3,16 @@ embeddings (faces, person and object re-ID) in JAX/Flax."""
 
 import setuptools
 
+EXPORT = [
+  "onnx>=1.20.1",
+  "onnx-ir>=0.2.1",
+  "onnxruntime>=1.24.1",
+  "dm-pix>=0.4.4",
+  "einops>=0.8.1",
+  "equinox>=0.13.1",
+  "orbax-export>=0.0.6",
+]
+
 setuptools.setup(
   name="idlearn",
   version="0.1.0",
@@ -37,6 +47,10 @@ setuptools.setup(
     # Neighbour search at scale (idlearn.evaluators.neighbors): without it
     # large searches fall back to exact NumPy, with a warning.
     "scale": ["faiss-cpu"],
+    # `idlearn export --format=onnx`: jax2onnx's dependencies. jax2onnx
+    # itself pins orbax-checkpoint < 0.11.37 (we need >= 0.12.8) for parts
+    # we do not use: install it with `pip install --no-deps jax2onnx`.
+    "export": EXPORT,
     # Peers the tests compare against. torch 2.13.0 is the CPU wheel the
     # test machines carry; lightly and torchreid are installed with
     # --no-deps by the README command (their declared torchvision
@@ -50,6 +64,8 @@ setuptools.setup(
       "pytorch-metric-learning==2.9.0",
       # The faiss path of idlearn.evaluators.neighbors.
       "faiss-cpu",
+      # ONNX export, checked with onnxruntime (jax2onnx: --no-deps).
+      *EXPORT,
       # Executing the colab/ notebooks.
       "nbclient",
       "nbformat",

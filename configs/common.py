@@ -101,14 +101,16 @@ def smoke(c: ml_collections.ConfigDict) -> None:
 
 def resnet(encoder: str, width: int, *, last_stride: int = 1) -> dict:
   """config.model of a ResNet with stage widths w, 2w, 4w, 8w (64: the
-  torchvision widths); last stride 1 keeps a finer final map for re-ID."""
+  torchvision widths); last stride 1 keeps a finer final map for re-ID.
+  `init` is there (empty) so that --config.model.init=WEIGHTS can be given
+  on the command line (a locked config takes only existing fields)."""
   w = width
   kw = dict(widths=(w, 2 * w, 4 * w, 8 * w))
   if last_stride != 2:
     kw["last_stride"] = last_stride
   if not encoder.startswith("resnet"):
     kw = {}
-  return dict(encoder=encoder, encoder_kw=kw)
+  return dict(encoder=encoder, encoder_kw=kw, init="")
 
 
 def adamw(lr: float, weight_decay: float, total_steps: int, **kw) -> dict:

@@ -13,7 +13,9 @@ image a query against the others, Market-1501 protocol).
 
 Arg keys: encoder, width (ResNet stage-1 width; 64 = torchvision), epochs,
 height, width_px, p, k, bss (batch style standardisation probability),
-seed, smoke. configs/quickstart.py is this recipe on a 5-minute CPU
+init (start the encoder from weights: a torchvision / torchreid .pth or
+.safetensors of that architecture, or an idlearn encoder folder, e.g.
+`:width=64,init=resnet18-f37072fd.pth` for ImageNet weights), seed, smoke. configs/quickstart.py is this recipe on a 5-minute CPU
 budget; measured numbers in experiments/quickstart/README.md.
 """
 
@@ -25,7 +27,7 @@ from configs import common
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(
     arg, encoder="resnet18", width=64, epochs=40, height=128, width_px=64,
-    p=16, k=4, bss=0.0, seed=0, smoke=False,
+    p=16, k=4, bss=0.0, init="", seed=0, smoke=False,
   )  # fmt: skip
   size = common.SMOKE_SIZE if arg.smoke else (arg.height, arg.width_px)
   batch = 16 if arg.smoke else arg.p * arg.k
@@ -38,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.bss > 0:  # batch style standardisation (camera colour / light)
     c.views.image.style_standardization = arg.bss
   c.model = common.resnet(arg.encoder, arg.width)
+  c.model.init = arg.init  # pretrained encoder: .pt / .safetensors / folder
   c.method = dict(name="supervised", loss="triplet_ce", neck="bnneck")
   c.optim = common.adamw(1e-3, 5e-4, c.total_steps)
   c.evals = common.pku_reid_eval(size)

@@ -1,9 +1,12 @@
-r"""Command line: train or evaluate one experiment config.
+r"""Command line: train or evaluate an experiment, and use its encoder.
 
-  python -m idlearn.main --config=configs/quickstart.py --workdir=runs/qs
-  python -m idlearn.main --config=configs/simclr_pku_reid.py:smoke \
-      --workdir=runs/smoke --config.total_steps=4
-  python -m idlearn.main --config=... --workdir=runs/qs --mode=eval
+  idlearn train --config=configs/quickstart.py --workdir=runs/qs
+  idlearn eval --config=configs/quickstart.py --workdir=runs/qs
+  idlearn embed | export | score | evaluate --model=runs/qs ...
+  idlearn <command> --help
+
+`python -m idlearn.main --config=... --workdir=... [--mode=eval]` is
+`idlearn train` / `eval`; `--config.a.b=v` overrides a config field.
 
 Training resumes from the workdir's latest checkpoint. On several hosts,
 pass --distributed (cluster auto-detection) or --coordinator_address,
@@ -14,7 +17,7 @@ the traceback under --verbose); 75 stopped at a preemption notice
 (SIGTERM) after saving: run the same command again to resume.
 """
 
-import importlib.util
+import importlib
 import os
 import sys
 from typing import Any
@@ -24,6 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from idlearn import errors
+from idlearn.commands import COMMANDS, config_check, report
 from idlearn.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -46,31 +50,7 @@ _VERBOSE = flags.DEFINE_bool(
 )
 
 
-def summary(results: dict[str, float]) -> str:
-  """Eval results as a table; the untrained model's next to the trained one.
-
-  Example row: "pku_reid  rank1  untrained 14.1  trained 71.3".
-  """
-  rows = []
-  order = ["rank1", "mAP", "rank5", "rank10", "mINP"]
-
-  def rank(key):
-    metric = key.rsplit("/", 1)[-1]
-    return key.rsplit("/", 1)[0], order.index(metric) if metric in order else 9
-
-  evals = [k for k in results if k.startswith("eval/")]
-  width = max([7] + [len(k.split("/", 2)[2]) for k in evals])
-  name_width = max([12] + [len(k.split("/", 2)[1]) for k in evals])
-  for key, value in sorted(results.items(), key=lambda kv: rank(kv[0])):
-    if not key.startswith("eval/"):
-      continue
-    _, name, metric = key.split("/", 2)
-    before = results.get(f"untrained/{key}")
-    row = f"{name:<{name_width}} {metric:<{width}}"
-    if before is not None:
-      row += f" untrained {100 * before:5.1f}"
-    rows.append(row + f"  trained {100 * value:5.1f}")
-  return "\n".join(rows)
+summary = report.summary
 
 
 def run(config: Any, workdir: str, mode: str = "train") -> dict[str, float]:
@@ -104,12 +84,11 @@ def _initialize_distributed() -> None:
 
 
 def main(argv: list[str]) -> None:
+  """train / eval: the loop on --config in --workdir."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("--config and --workdir are required")
-  if not flags.FLAGS["verbosity"].present:  # Orbax logs a lot at INFO
-    logging.set_verbosity(logging.WARNING)
   _initialize_distributed()
   logging.info(
     "process %d/%d, %d devices",
@@ -117,71 +96,69 @@ def main(argv: list[str]) -> None:
     jax.process_count(),
     jax.device_count(),
   )
-  try:
-    results = run(_CONFIG.value, _WORKDIR.value, _MODE.value)
-  except errors.UserError as e:
-    if _VERBOSE.value:
-      raise
-    sys.exit(f"error: {e}")
+  results = run(_CONFIG.value, _WORKDIR.value, _MODE.value)
   if "preempted_at" in results:
     sys.exit(errors.PREEMPTED_EXIT_CODE)
 
 
-def _config_arg(argv: list[str]) -> str | None:
-  return next(
-    (a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None
-  )
-
-
-def check_config(argv: list[str]) -> None:
-  """Fails early, in one line, on a config that cannot load: a missing
-  file, an unknown `:arg`, or an unknown --config.a.b=v (ml_collections
-  reports only the missing name; users need the valid ones).
-
-  Raises:
-    app.UsageError: with the message to print.
-  """
-  spec = _config_arg(argv)
-  if not spec:
+def _print_help(module: str | None) -> None:
+  if module is None:
+    listed = "\n".join(f"  {k:<9} {v}" for k, v in COMMANDS.items())
+    text = f"{__doc__}\ncommands:\n  train     (default) train a config\n"
+    text += f"  eval      evaluate a workdir's latest checkpoint\n{listed}\n"
+    print(text + flags.FLAGS.module_help(__name__))
     return
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise app.UsageError(f"--config: no config file {path}")
-  try:
-    module_spec = importlib.util.spec_from_file_location("_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(*([arg] if arg else []))
-  except (ValueError, errors.UserError) as e:
-    raise app.UsageError(f"--config={spec}: {e}") from None
-  paths = [
-    a[len("--config.") :].split("=", 1)[0]
-    for a in argv
-    if a.startswith("--config.")
-  ]
-  for override in paths:
-    node, walked = config, "config"
-    for key in override.split("."):
-      keys = list(node.keys()) if hasattr(node, "keys") else []
-      if key not in keys:
-        raise app.UsageError(
-          f"--config.{override}: {walked} has no field {key!r}; valid "
-          f"fields are: {', '.join(sorted(keys))}"
-        )
-      node, walked = node[key], f"{walked}.{key}"
+  print(sys.modules[module].__doc__)
+  print(flags.FLAGS.module_help(module))
+  print(flags.FLAGS.module_help("idlearn.commands.common"))
+
+
+def _guarded(fn):
+  """fn(argv) with user errors as one line (--verbose: the traceback)."""
+
+  def run_it(argv):
+    if not flags.FLAGS["verbosity"].present:  # Orbax logs a lot at INFO
+      logging.set_verbosity(logging.WARNING)
+    try:
+      fn(argv)
+    except errors.UserError as e:
+      if _VERBOSE.value:
+        raise
+      sys.exit(f"error: {e}")
+
+  return run_it
 
 
 def entry_point() -> None:
-  """Console script `idlearn` (declared in setup.py)."""
+  """Console script `idlearn` (declared in setup.py) and `python -m`."""
   # Config files import `configs.common` relative to the working directory,
   # as they do under `python -m idlearn.main`.
   if os.getcwd() not in sys.path:
     sys.path.insert(0, os.getcwd())
-  try:
-    check_config(sys.argv)
-  except app.UsageError as e:
-    sys.exit(f"error: {e}")
-  app.run(main)
+  argv, module = list(sys.argv), None
+  if len(argv) > 1 and not argv[1].startswith("-"):
+    command = argv.pop(1)
+    if command in ("train", "eval"):
+      argv.append(f"--mode={command}")
+    elif command in COMMANDS:
+      module = f"idlearn.commands.{command}"
+      importlib.import_module(module)  # defines its flags
+    else:
+      sys.exit(
+        f"error: unknown command {command!r}: train, eval, "
+        + ", ".join(COMMANDS)
+      )
+  if {"--help", "-h", "--helpshort"} & set(argv):
+    _print_help(module)
+    return
+  if module is None:
+    try:
+      config_check.check_config(argv)
+    except app.UsageError as e:
+      sys.exit(f"error: {e}")
+    app.run(_guarded(main), argv=argv)
+  else:
+    app.run(_guarded(sys.modules[module].main), argv=argv)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,13 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import idlearn
 from configs import common
 from idlearn import main, methods
+from idlearn.training import loop
 
 _CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 NAMES = sorted(
@@ -63,6 +66,23 @@ def test_smoke_runs_two_steps_then_resumes(name):
   ]
   assert steps.count(3) >= 1 and steps.count(1) == 1  # resumed at 2, not 0
   assert set(evals) <= set(results)
+  _embedder_equals_the_evaluators_features(config, workdir)
+
+
+def _embedder_equals_the_evaluators_features(config, workdir):
+  """idlearn.load(workdir) embeds the first evaluator's images exactly as
+  that evaluator does (unit features, <= 1e-5), from the latest training
+  checkpoint and from the final encoder folder."""
+  run, state, _ = loop.restore(config, workdir)
+  ev = run.evaluators[0]
+  data = ev.data()
+  images = data[1] if ev.cfg["type"] == "verification" else data[0]["image"]
+  images = images[:24]
+  want = ev.features(state, images)
+  want = want / np.linalg.norm(want, axis=1, keepdims=True)
+  for checkpoint in ("latest", "final"):
+    got = idlearn.load(workdir, checkpoint=checkpoint).embed(images)
+    np.testing.assert_allclose(got, want, atol=1e-5, err_msg=checkpoint)
 
 
 def test_domainmix_source_only_baseline_drops_the_target():

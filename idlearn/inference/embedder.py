@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from idlearn.errors import CheckpointError, DataError
 from idlearn.evaluators.features import unit
 from idlearn.inference.features import FeatureFn
 from idlearn.pretrained import checkpoint as folders
@@ -79,13 +80,13 @@ class Embedder:
     if not isinstance(image, Image.Image):
       array = np.asarray(image)
       if array.dtype != np.uint8:
-        raise ValueError(
+        raise DataError(
           f"images must be uint8 [h, w, c] arrays, got dtype {array.dtype}"
         )
       if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
       if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] > 4):
-        raise ValueError(
+        raise DataError(
           f"an image must be [h, w] or [h, w, c<=4], got shape {array.shape}"
         )
       image = Image.fromarray(array)
@@ -137,7 +138,7 @@ def _read(x: Any) -> Any:
       Image.open(io.BytesIO(data)).verify()
     # any decoder error: name the file
     except Exception as e:  # noqa: BLE001
-      raise ValueError(f"{x}: not a readable image ({e})") from None
+      raise DataError(f"{x}: not a readable image ({e})") from None
     return data
   return x
 
@@ -146,7 +147,7 @@ def list_images(folder: str | os.PathLike) -> list[str]:
   """Image files under `folder` (recursively), sorted."""
   folder = os.fspath(folder)
   if not os.path.isdir(folder):
-    raise ValueError(f"{folder} is not a folder of images")
+    raise DataError(f"{folder} is not a folder of images")
   out = []
   for root, _, files in os.walk(folder):
     out += [
@@ -171,7 +172,7 @@ def _from_training_checkpoint(workdir: str, step: int) -> Embedder:
 
   spec_path = os.path.join(workdir, "encoder", SPEC_FILE)
   if not os.path.isfile(spec_path):
-    raise ValueError(
+    raise CheckpointError(
       f"{workdir} has checkpoints but no {spec_path} (written when training "
       "starts): load an encoder folder instead"
     )
@@ -218,19 +219,22 @@ def load(path: str | os.PathLike, *, checkpoint: Any = "latest") -> Embedder:
     if folders.is_encoder_folder(os.path.join(path, "encoder", name))
   }
   if not steps and not named:
-    raise ValueError(
+    raise CheckpointError(
       f"{path} is neither a training workdir (no checkpoints/ or "
       "encoder/) nor an encoder folder"
     )
   if checkpoint in named:
     return _from_folder(named[checkpoint])
   if checkpoint == "latest" and steps:
+    final = named.get("final")
+    if final and folders.read_spec(final)["info"].get("step") == steps[-1]:
+      return _from_folder(final)  # the same weights, with what was measured
     return _from_training_checkpoint(path, steps[-1])
   if checkpoint == "latest":
     return _from_folder(named.get("final") or named["best"])
   if isinstance(checkpoint, int) and checkpoint in steps:
     return _from_training_checkpoint(path, checkpoint)
-  raise ValueError(
+  raise CheckpointError(
     f"checkpoint={checkpoint!r} is not in {path}: available are "
     f"{sorted(named) + steps} (and 'latest')"
   )
@@ -256,9 +260,7 @@ def similarity(
   fa = embedder.embed(a, batch_size=batch_size)
   fb = embedder.embed(b, batch_size=batch_size)
   if fa.shape != fb.shape:
-    raise ValueError(
-      f"a and b must hold as many images: {len(fa)} vs {len(fb)}"
-    )
+    raise DataError(f"a and b must hold as many images: {len(fa)} vs {len(fb)}")
   return np.sum(fa * fb, axis=1)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from idlearn import encoders
+from idlearn.errors import CheckpointError
 
 # How images are fed to an encoder unless its folder says otherwise.
 DEFAULT_PREPROCESSING = {
@@ -154,7 +155,7 @@ def read_spec(directory: str | os.PathLike) -> dict[str, Any]:
   info)."""
   path = os.path.abspath(os.fspath(directory))
   if not is_encoder_folder(path):
-    raise ValueError(
+    raise CheckpointError(
       f"{path} is not an idlearn encoder folder (no 'config' item; write "
       "one with pretrained.save)"
     )

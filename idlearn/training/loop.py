@@ -168,6 +168,9 @@ def _num_classes(inp: Mapping[str, Any]) -> int:
 def init_state(run: Run, sample: np.ndarray) -> state_lib.TrainState:
   """The step-0 state on device, replicated, in one compiled call.
 
+  The encoder starts from config.model.init when it names weights (the
+  method's heads start fresh either way).
+
   Args:
     run: the built run.
     sample: one input image (uint8 [1, ...]) of the training shape.
@@ -181,11 +184,18 @@ def init_state(run: Run, sample: np.ndarray) -> state_lib.TrainState:
     lambda r, x: run.network.init_with_output(r, x, train=False)[0], rng, x
   )
   method, tx = run.method, run.tx
+  weights = None
+  if run.encoder.model_config is not None:
+    weights = model_lib.pretrained_encoder(run.encoder.model_config)
+    if weights is not None:  # host copies: placed by the jit below
+      weights = jax.tree.map(np.asarray, weights)
 
-  def init(rng):
+  def init(rng, weights):
     init_rng, run_rng = jax.random.split(rng)
     x0 = jax.numpy.zeros(view.shape, view.dtype)
     variables = run.network.init(init_rng, x0, train=False)
+    if weights is not None:
+      variables = _with_encoder(variables, weights, method.BACKBONE)
     return state_lib.create(
       variables,
       tx,
@@ -195,12 +205,29 @@ def init_state(run: Run, sample: np.ndarray) -> state_lib.TrainState:
     )
 
   rep = sharding.replicated(run.mesh)
-  state = jax.jit(init, out_shardings=rep)(rng)
+  state = jax.jit(init, out_shardings=rep)(rng, weights)
   if method.miner is not None:
     dims = {k: out_shapes[k].shape[-1] for k in ("emb", "eval")}
     mined = jax.device_put(method.miner.init_state(dims), rep)
     state = state.replace(extras={**state.extras, "miner": mined})
   return state
+
+
+def _with_encoder(variables, weights, path):
+  """`variables` with the encoder at `path` replaced by `weights`."""
+  out = {}
+  for collection, tree in variables.items():
+    if collection not in weights:
+      out[collection] = tree
+      continue
+
+    def put(node, keys, value):
+      if not keys:
+        return {**node, "encoder": value}
+      return {**node, keys[0]: put(node[keys[0]], keys[1:], value)}
+
+    out[collection] = put(dict(tree), tuple(path), weights[collection])
+  return out
 
 
 def _abstract(tree, mesh):
@@ -523,10 +550,9 @@ def _save_config(config, workdir):
     json.dump(cfg, f, indent=2, default=str)
 
 
-def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
-  """Runs the config's evaluators on the latest checkpoint of `workdir`.
-
-  Creates nothing in the workdir but metrics.jsonl lines and pictures.
+def restore(config: Any, workdir: str, **given: Any) -> tuple:
+  """(run, state, step) of the latest readable checkpoint of `workdir`,
+  built from `config` (read-only: nothing is created or written).
 
   Raises:
     CheckpointError: no readable checkpoint in `workdir`, or an
@@ -534,7 +560,7 @@ def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
   """
   checkpoints = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(checkpoints):
-    raise CheckpointError(f"no checkpoint in {checkpoints} to evaluate")
+    raise CheckpointError(f"no checkpoint in {checkpoints}")
   mesh = given.pop("mesh", None)
   given.setdefault("loader", [])  # no training input needed
   run = build(config, mesh, **given)
@@ -549,11 +575,24 @@ def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
   )
   try:
     restored = ckpt.restore_latest(_abstract(state, run.mesh))
-    if restored is None:
-      raise CheckpointError(f"no checkpoint in {ckpt.directory} to evaluate")
-    step, state, _ = restored
   finally:
     ckpt.close()
+  if restored is None:
+    raise CheckpointError(f"no checkpoint in {checkpoints}")
+  step, state, _ = restored
+  return run, state, step
+
+
+def evaluate(config: Any, workdir: str, **given: Any) -> dict[str, float]:
+  """Runs the config's evaluators on the latest checkpoint of `workdir`.
+
+  Creates nothing in the workdir but metrics.jsonl lines and pictures.
+
+  Raises:
+    CheckpointError: no readable checkpoint in `workdir`, or an
+      incompatible one.
+  """
+  run, state, step = restore(config, workdir, **given)
   writer = writer_lib.MetricWriter(workdir)
   try:
     return _evaluate(run.evaluators, state, step, writer, picture_dir=workdir)

@@ -366,3 +366,30 @@ def test_resize_pos_embed_matches_torch_interpolate(old, new):
   ).numpy()
   got = pretrained.resize_pos_embed(pos.numpy(), new, old_grid=old)
   np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_config_model_init_from_a_pytorch_file_gives_its_features(tmp_path):
+  """A run whose config.model.init is a torchvision .pt starts (step 0)
+  with the PyTorch model's features; the method's heads start fresh."""
+  from configs import quickstart
+  from idlearn.training import loop
+
+  torch_model = TorchvisionResNet(_TVBasic, (2, 2, 2, 2))
+  _randomise(torch_model, torch.from_numpy(_images(4).transpose(0, 3, 1, 2)), 3)
+  torch.save(torch_model.state_dict(), tmp_path / "r18.pt")
+  config = quickstart.get_config("smoke")
+  config.model.encoder, config.model.encoder_kw = "resnet18", {}
+  config.model.init = str(tmp_path / "r18.pt")
+  for view in config.views.values():
+    view.size = (64, 32)
+  config.input.image_size = (64, 32)
+  run = loop.build(config, loader=[])
+  state = loop.init_state(run, np.zeros((1, 64, 32, 3), np.uint8))
+  uint8 = np.random.default_rng(1).integers(0, 256, (4, 64, 32, 3), np.uint8)
+  got = run.encoder(state, uint8)["emb"]
+  from idlearn.augment import preprocess
+
+  nchw = torch.from_numpy(np.array(preprocess(uint8, (64, 32))))
+  with torch.no_grad():
+    want = torch_model(nchw.permute(0, 3, 1, 2)).numpy()
+  _assert_close(got, want)
