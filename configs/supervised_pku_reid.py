@@ -15,8 +15,9 @@ Arg keys: encoder, width (ResNet stage-1 width; 64 = torchvision), epochs,
 height, width_px, p, k, bss (batch style standardisation probability),
 init (start the encoder from weights: a torchvision / torchreid .pth or
 .safetensors of that architecture, or an idlearn encoder folder, e.g.
-`:width=64,init=resnet18-f37072fd.pth` for ImageNet weights), seed, smoke. configs/quickstart.py is this recipe on a 5-minute CPU
-budget; measured numbers in experiments/quickstart/README.md.
+`:width=64,init=resnet18-f37072fd.pth` for ImageNet weights), seed, smoke.
+configs/quickstart.py is this recipe on a 5-minute CPU budget; measured
+numbers in experiments/quickstart/README.md.
 """
 
 import ml_collections
