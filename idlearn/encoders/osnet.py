@@ -221,7 +221,8 @@ class OSNet(nn.Module):
       if s < 2:  # 1x1 conv + 2x2 average pooling between stages
         name = f"pool{s + 2}_0" if self.ain else f"conv{s + 2}_{len(kinds)}_0"
         x = _ConvBN(c, name=name, **kw)(x)
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        # keywords: jax2onnx patches avg_pool and takes them by keyword
+        x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
       aux[f"stage{s + 1}"] = x
     x = aux["conv5"] = _ConvBN(self.channels[3], name="conv5", **kw)(x)
     emb = aux["pooled"] = global_pool(x, self.pooling)

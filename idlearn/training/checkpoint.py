@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -324,7 +325,10 @@ class Checkpointer:
     that runs out of space midway floods the log from Orbax's threads."""
     if jax.process_index() != 0:
       return
-    need = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)) + _SLACK
+    need = sum(
+      np.size(x) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(state)
+    )
+    need += _SLACK
     free = shutil.disk_usage(self.directory).free
     if need > free:
       raise DiskFull(
@@ -390,10 +394,13 @@ def host_copy(tree: PyTree) -> PyTree:
   devices that is a compiled slice per leaf shape and device (130 XLA
   compilations for a small ResNet). One host copy writes the same bytes,
   and is what the loop checks for finiteness before saving. Several
-  processes keep Orbax's own path (it decides which process writes what).
+  processes keep Orbax's own path (it decides which process writes what)
+  on a device copy, which the next step's donation cannot delete.
   """
   if jax.process_count() > 1:
-    return tree
+    return jax.tree.map(
+      lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, tree
+    )
 
   def copy(x):
     if isinstance(x, jax.Array) and x.is_fully_replicated:
@@ -404,13 +411,22 @@ def host_copy(tree: PyTree) -> PyTree:
 
 
 def all_finite(tree: PyTree) -> bool:
-  """Whether every floating leaf of a pytree (host or replicated device
-  arrays) is finite."""
+  """Whether every floating leaf of a pytree (host or device arrays, sharded
+  ones included) is finite; every process gets the same answer."""
+  leaves = [
+    x
+    for x in jax.tree.leaves(tree)
+    if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+  ]
+  on_device = [x for x in leaves if isinstance(x, jax.Array)]
+  on_host = [x for x in leaves if not isinstance(x, jax.Array)]
+  if not all(np.isfinite(x).all() for x in on_host):
+    return False
+  return not on_device or bool(
+    np.asarray(_all_finite_on_device(on_device).addressable_data(0))
+  )
 
-  def finite(x):
-    if isinstance(x, jax.Array):
-      x = np.asarray(x.addressable_data(0))
-    x = np.asarray(x)
-    return not np.issubdtype(x.dtype, np.floating) or np.isfinite(x).all()
 
-  return all(finite(x) for x in jax.tree.leaves(tree))
+@jax.jit
+def _all_finite_on_device(leaves):
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
