@@ -36,6 +36,30 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def state_shardings(tree: Any, split: tuple[str, ...], mesh: Mesh) -> Any:
+  """Per-leaf shardings of a train state: rows split over the data axis for
+  every leaf under a key named in `split` (the parameter, its optimizer
+  moments, its EMA copy), replicated otherwise.
+
+  Raises:
+    ValueError: a split leaf whose first dimension the devices do not
+      divide.
+  """
+  split, n = frozenset(split), mesh.shape[DATA_AXIS]
+
+  def pick(path, x):
+    if not split or not split & {getattr(k, "key", None) for k in path}:
+      return replicated(mesh)
+    if not x.ndim or x.shape[0] % n:
+      raise ValueError(
+        f"{jax.tree_util.keystr(path)} {tuple(x.shape)} cannot be split "
+        f"in rows over {n} devices"
+      )
+    return batch_sharding(mesh)
+
+  return jax.tree_util.tree_map_with_path(pick, tree)
+
+
 def shard_batch(tree: Any, mesh: Mesh) -> Any:
   """Places every array of `tree` on `mesh`, split along its first axis.
 

@@ -40,6 +40,17 @@ def _needs_shared_data(config) -> None:
         pytest.skip(f"{value} is absent (real data kept outside the repo)")
 
 
+# idlearn.load is checked against the evaluator on one run of each kind of
+# retrieval feature: a BNNeck, a margin head's embedding, a projection
+# head's input, a DINO student's backbone.
+EMBED_CHECKED = (
+  "supervised_pku_reid",
+  "arcface_att_faces",
+  "simclr_pku_reid",
+  "dino_mars",
+)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_smoke_runs_two_steps_then_resumes(name):
@@ -66,7 +77,8 @@ def test_smoke_runs_two_steps_then_resumes(name):
   ]
   assert steps.count(3) >= 1 and steps.count(1) == 1  # resumed at 2, not 0
   assert set(evals) <= set(results)
-  _embedder_equals_the_evaluators_features(config, workdir)
+  if name in EMBED_CHECKED:
+    _embedder_equals_the_evaluators_features(config, workdir)
 
 
 def _embedder_equals_the_evaluators_features(config, workdir):

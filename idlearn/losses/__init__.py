@@ -11,6 +11,7 @@ from idlearn.losses.classification import identity_ce
 from idlearn.losses.contrastive import dcl, dclw, decoupled_softmax, info_nce
 from idlearn.losses.margin import arcface, cosface
 from idlearn.losses.metric import triplet
+from idlearn.losses.partial_fc import partial_fc
 from idlearn.losses.redundancy import barlow_twins
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
   "identity_ce",
   "info_nce",
   "l2_normalize",
+  "partial_fc",
   "triplet",
 ]
 

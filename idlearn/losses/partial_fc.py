@@ -18,9 +18,10 @@ devices holds C / n of them (rows `axis_index * C/n ...`). Inside
 With sample_rate = 1 the loss and all gradients equal the unsharded
 `margin.arcface` / `margin.cosface` (tests). With sample_rate < 1 each
 device keeps the centres of the batch's labels that it holds plus random
-others, ceil(sample_rate * C / n) in all, and the softmax runs over those
-only (Partial FC's negative sampling: the other centres get no gradient
-this step).
+others, ceil(sample_rate * C / n) in all (at least the global batch size,
+so that every positive fits), and the softmax runs over those only
+(Partial FC's negative sampling: the other centres get no gradient this
+step).
 """
 
 import jax
@@ -45,11 +46,14 @@ def _target_fn(kind: str, margin: float):
   return arc
 
 
-def num_sampled(num_local: int, sample_rate: float) -> int:
-  """Centres kept per device: ceil(sample_rate * C/n), at least 1."""
+def num_sampled(num_local: int, sample_rate: float, batch: int = 1) -> int:
+  """Centres kept per device: ceil(sample_rate * C/n), but at least the
+  global batch size (every positive must fit, as in insightface's
+  Partial FC) and at most C/n."""
   if not 0 < sample_rate <= 1:
     raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
-  return max(1, min(num_local, int(-(-sample_rate * num_local // 1))))
+  want = max(batch, int(-(-sample_rate * num_local // 1)))
+  return max(1, min(num_local, want))
 
 
 def _sample(rng, local_labels, num_local, keep):
@@ -93,7 +97,8 @@ def partial_fc(
     num_classes: the real C when the centres were padded to a multiple of
       the devices (padding rows never enter the softmax); default all rows.
     sample_rate: in (0, 1]: the share of each device's centres in the
-      softmax (every positive kept). 1: exact.
+      softmax (every positive kept; at least the global batch size of
+      them). 1: exact.
     rng: PRNG key for the sampling (the same on every device; needed when
       sample_rate < 1).
     axis_name: the mapped data axis inside `shard_map`, or None.
@@ -117,7 +122,7 @@ def partial_fc(
   if sample_rate < 1:
     if rng is None:
       raise ValueError("sample_rate < 1 needs rng")
-    keep = num_sampled(num_local, sample_rate)
+    keep = num_sampled(num_local, sample_rate, ids.shape[0])
     index = _sample(jax.random.fold_in(rng, first), local, num_local, keep)
     class_weights = jnp.take(class_weights, index, axis=0)
     real = jnp.take(real, index)

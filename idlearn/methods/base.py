@@ -285,6 +285,13 @@ class Method(abc.ABC):
     """The trained network: `(images, train=) -> dict of outputs`, with at
     least "emb" and "eval" (see `encoders.backbone`)."""
 
+  def sharded_params(self) -> tuple[str, ...]:
+    """Names of parameters whose rows are split over the data axis (each
+    device holds 1/n of them: a classifier over millions of identities).
+    Their optimizer state and EMA copies are split the same way; the loss
+    must read them inside `shard_map` with that split."""
+    return ()
+
   def init_extras(self, out_shapes: Mapping[str, Any]) -> PyTree:
     """The method's initial state from the output shapes of one view."""
     del out_shapes

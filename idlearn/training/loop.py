@@ -123,8 +123,7 @@ def build(config: Any, mesh: Any = None, **given: Any) -> Run:
   tx, schedule = optim.make_optimizer(cfg["optim"], cfg["total_steps"])
   network = method.network()
   views_fn = given.get("views_fn") or inputs_lib.make_views_fn(cfg["views"])
-  rep = sharding.replicated(mesh)
-  step_fn = jax.jit(
+  step_fn = _Step(
     functools.partial(
       step_lib.train_step,
       method=method,
@@ -133,8 +132,7 @@ def build(config: Any, mesh: Any = None, **given: Any) -> Run:
       views_fn=views_fn,
       schedule=schedule,
     ),
-    out_shardings=(rep, rep),
-    donate_argnums=(0,),
+    mesh,
   )
   return Run(
     cfg=cfg,
@@ -152,6 +150,27 @@ def build(config: Any, mesh: Any = None, **given: Any) -> Run:
   )
 
 
+class _Step:
+  """The jitted train step (state donated). The new state keeps the
+  shardings the state came in with: replicated, or rows split for a
+  method's `sharded_params` (see `init_state`)."""
+
+  def __init__(self, fn, mesh):
+    self._fn, self._mesh, self._jit = fn, mesh, None
+
+  def __call__(self, state, batch):
+    if self._jit is None:
+      self._jit = jax.jit(
+        self._fn,
+        out_shardings=(
+          jax.tree.map(lambda x: x.sharding, state),
+          sharding.replicated(self._mesh),
+        ),
+        donate_argnums=(0,),
+      )
+    return self._jit(state, batch)
+
+
 def _num_classes(inp: Mapping[str, Any]) -> int:
   """Identities of the training split (a classifier's width)."""
   from idlearn import data
@@ -166,7 +185,8 @@ def _num_classes(inp: Mapping[str, Any]) -> int:
 
 
 def init_state(run: Run, sample: np.ndarray) -> state_lib.TrainState:
-  """The step-0 state on device, replicated, in one compiled call.
+  """The step-0 state on device in one compiled call: replicated, but the
+  rows of the method's `sharded_params` split over the data axis.
 
   The encoder starts from config.model.init when it names weights (the
   method's heads start fresh either way).
@@ -205,7 +225,10 @@ def init_state(run: Run, sample: np.ndarray) -> state_lib.TrainState:
     )
 
   rep = sharding.replicated(run.mesh)
-  state = jax.jit(init, out_shardings=rep)(rng, weights)
+  shardings = sharding.state_shardings(
+    jax.eval_shape(init, rng, weights), method.sharded_params(), run.mesh
+  )
+  state = jax.jit(init, out_shardings=shardings)(rng, weights)
   if method.miner is not None:
     dims = {k: out_shapes[k].shape[-1] for k in ("emb", "eval")}
     mined = jax.device_put(method.miner.init_state(dims), rep)
@@ -230,10 +253,11 @@ def _with_encoder(variables, weights, path):
   return out
 
 
-def _abstract(tree, mesh):
-  rep = sharding.replicated(mesh)
+def _abstract(tree):
+  """Restore targets: the shapes, dtypes and shardings of `tree`."""
   return jax.tree.map(
-    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), tree
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+    tree,
   )
 
 
@@ -330,7 +354,7 @@ def train(
       async_save=cfg["async_ckpt"],
     )
     try:
-      restored = ckpt.restore_latest(_abstract(state, run.mesh))
+      restored = ckpt.restore_latest(_abstract(state))
       if restored is not None:
         start, state, data_state = restored
         inputs.resume(data_state, start)
@@ -574,7 +598,7 @@ def restore(config: Any, workdir: str, **given: Any) -> tuple:
     workdir, save_steps=run.cfg["ckpt_steps"], read_only=True
   )
   try:
-    restored = ckpt.restore_latest(_abstract(state, run.mesh))
+    restored = ckpt.restore_latest(_abstract(state))
   finally:
     ckpt.close()
   if restored is None:
