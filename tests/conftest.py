@@ -2,7 +2,6 @@
 persistent compilation cache shared by the test processes, and the
 session-wide data fixtures: ../shared/data sets, TFDS builds done once."""
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -25,6 +24,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
+from peers import load_file  # noqa: E402
 
 from idlearn import data  # noqa: E402
 
@@ -70,13 +70,6 @@ def built(data_dir):
   return get
 
 
-def _load(path: Path, name: str):
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 TINY = Path(__file__).with_name("tiny.py")
 
 
@@ -84,4 +77,4 @@ TINY = Path(__file__).with_name("tiny.py")
 def tiny():
   """tests/tiny.py: a tiny encoder, synthetic loader and config for
   train-loop tests (also a script: `python tiny.py WORKDIR`)."""
-  return _load(TINY, "tiny")
+  return load_file(TINY, "tiny")

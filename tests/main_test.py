@@ -1,6 +1,5 @@
 """The command line: flags, overrides, eval mode, errors."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from peers import load_file
 from PIL import Image
 
 from idlearn import main
@@ -16,12 +16,8 @@ _ROOT = Path(__file__).resolve().parents[1]
 
 
 def _quickstart(arg):
-  spec = importlib.util.spec_from_file_location(
-    "configs.quickstart", _ROOT / "configs" / "quickstart.py"
-  )
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  path = _ROOT / "configs" / "quickstart.py"
+  return load_file(path, "configs.quickstart").get_config(arg)
 
 
 def test_summary_puts_untrained_next_to_trained():

@@ -143,8 +143,15 @@ def _main():
   ap.add_argument("--process_id", type=int, default=0)
   ap.add_argument("--port", type=int, default=0)
   a = ap.parse_args()
-  os.environ["XLA_FLAGS"] = (
-    f"--xla_force_host_platform_device_count={a.devices}"
+  # the test's other XLA flags (its codegen: losses repeat bit for bit),
+  # with this process's device count
+  inherited = [
+    f
+    for f in os.environ.get("XLA_FLAGS", "").split()
+    if not f.startswith("--xla_force_host_platform_device_count")
+  ]
+  os.environ["XLA_FLAGS"] = " ".join(
+    [*inherited, f"--xla_force_host_platform_device_count={a.devices}"]
   )
   os.environ["JAX_PLATFORMS"] = "cpu"
   import jax

@@ -23,10 +23,7 @@ from typing import Any
 import numpy as np
 
 from idlearn.evaluators import neighbors
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+from idlearn.evaluators.features import unit
 
 
 def nearest(feats: np.ndarray, k: int) -> np.ndarray:
@@ -56,11 +53,11 @@ def centralize(feats: Any, *, k1: int = 2, k2: int = 2) -> np.ndarray:
     raise ValueError("feats contains NaN or infinite values")
   if min(k1, k2) < 1:
     raise ValueError(f"k1 and k2 must be >= 1, got {k1}, {k2}")
-  f = _unit(f.astype(np.float32))
+  f = unit(f.astype(np.float32))
   k1, k2 = min(k1, len(f) - 1), min(k2, len(f) - 1)
   nbr = nearest(f, max(k1, k2))
   cand = nbr[:, :k1]  # [n, k1]
   back = nbr[cand, :k2]  # [n, k1, k2]: each candidate's own neighbours
   mutual = (back == np.arange(len(f))[:, None, None]).any(axis=2)
   out = f + np.einsum("nk,nkd->nd", mutual.astype(np.float32), f[cand])
-  return _unit(out)
+  return unit(out)

@@ -14,13 +14,9 @@ from typing import Any
 import numpy as np
 
 from idlearn.evaluators import neighbors
+from idlearn.evaluators.features import unit
 
 _QUERY_ELEMENTS = 1 << 22  # neighbours listed per query block
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-  x = x.astype(np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _check(feats: Any, labels: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +64,7 @@ def predict_scores(
     )
   c = int(num_classes or y.max() + 1)
   k = min(k, len(x))
-  x, q = _unit(x), _unit(q)
+  x, q = unit(x), unit(q)
   scores = np.zeros((len(q), c))
   backend = neighbors.choose_backend(len(q), len(x))  # one for all blocks
   step = max(1, _QUERY_ELEMENTS // k)  # bounds the [b, k] neighbour lists

@@ -1,24 +1,16 @@
 """knn.evaluate against lightly's knn_predict (the InstDisc/MoCo monitor,
 torch) and a float64 NumPy loop."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 import torch
+from peers import peer_module
 
 from idlearn.evaluators import knn, neighbors
 
 
 def _lightly_knn_predict():
-  spec = importlib.util.find_spec("lightly")
-  path = pathlib.Path(spec.submodule_search_locations[0])
-  path = path / "utils" / "benchmarking" / "knn.py"
-  mod_spec = importlib.util.spec_from_file_location("_lightly_knn", path)
-  mod = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(mod)
-  return mod.knn_predict
+  return peer_module("lightly", "utils/benchmarking/knn.py").knn_predict
 
 
 def _classes(seed, n, c=7, d=6, noise=1.0):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from idlearn.evaluators import plots, reid
+from idlearn.evaluators import plots, ranking, reid
 
 
 def _reference_ranking(dist, qi, qc, gi, gc, k):
@@ -63,7 +63,7 @@ def test_rank_gallery_ties_and_chunks_match_loop(monkeypatch):
   qf, gf = rng.integers(0, 3, (20, 2)), rng.integers(0, 3, (40, 2))
   qi, qc = rng.integers(0, 4, 20), rng.integers(0, 2, 20)
   gi, gc = rng.integers(0, 4, 40), rng.integers(0, 2, 40)
-  monkeypatch.setattr(plots, "_CHUNK_ELEMENTS", 7 * 40)
+  monkeypatch.setattr(ranking, "_CHUNK_ELEMENTS", 7 * 40)
   r = plots.rank_gallery(qf, qi, qc, gf, gi, gc, metric="euclidean", top_k=6)
   dist = np.sqrt(((qf[:, None] - gf[None]) ** 2).sum(-1))
   want_index, want_first = _reference_ranking(dist, qi, qc, gi, gc, 6)

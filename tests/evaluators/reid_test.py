@@ -1,13 +1,10 @@
 """reid.evaluate against torchreid's evaluate_rank, a hand-computed case and a
 straightforward float64 NumPy per-query loop."""
 
-import importlib.util
-import pathlib
-import warnings
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from peers import peer_module
 
 from idlearn.evaluators import reid
 
@@ -15,15 +12,7 @@ from idlearn.evaluators import reid
 def _torchreid_rank():
   """torchreid's metrics/rank.py, loaded from its file (`import torchreid`
   needs torchvision)."""
-  spec = importlib.util.find_spec("torchreid")
-  root = pathlib.Path(spec.submodule_search_locations[0])
-  path = root / "reid" / "metrics" / "rank.py"
-  mod_spec = importlib.util.spec_from_file_location("_tr_rank", path)
-  mod = importlib.util.module_from_spec(mod_spec)
-  with warnings.catch_warnings():  # "Cython evaluation is unavailable"
-    warnings.simplefilter("ignore")
-    mod_spec.loader.exec_module(mod)
-  return mod
+  return peer_module("torchreid", "reid/metrics/rank.py")
 
 
 TR = _torchreid_rank()

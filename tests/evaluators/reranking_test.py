@@ -1,24 +1,17 @@
 """k-reciprocal re-ranking against torchreid's re_ranking (the original code)
 and Jaccard distances against a float64 loop written from the formula."""
 
-import importlib.util
-import pathlib
 import tracemalloc
 
 import numpy as np
 import pytest
+from peers import peer_module
 
 from idlearn.evaluators import neighbors, reid, reranking
 
 
 def _torchreid_rerank():
-  spec = importlib.util.find_spec("torchreid")
-  path = pathlib.Path(spec.submodule_search_locations[0])
-  path = path / "reid" / "utils" / "rerank.py"
-  mod_spec = importlib.util.spec_from_file_location("_tr_rerank", path)
-  mod = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(mod)
-  return mod.re_ranking
+  return peer_module("torchreid", "reid/utils/rerank.py").re_ranking
 
 
 def _clusters(seed, nq=20, ng=80, nid=10, d=8, spread=1.0):

@@ -6,7 +6,6 @@ is bridged.
 """
 
 import functools
-import importlib.util
 import os
 import sys
 import types
@@ -15,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+from peers import peer_module
 from pytorch_metric_learning import distances, losses, miners, reducers
 
 from idlearn.losses import contrastive, margin, metric
@@ -47,11 +47,7 @@ def _lightly(module: str):
   sys.modules.setdefault(
     "lightly.models.utils", types.ModuleType("lightly.models.utils")
   )
-  path = os.path.join(root, "loss", f"{module}.py")
-  spec = importlib.util.spec_from_file_location(f"_lightly_{module}", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return peer_module("lightly", f"loss/{module}.py")
 
 
 def _torch_value_and_grads(loss_fn, *arrays):

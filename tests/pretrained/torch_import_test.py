@@ -14,13 +14,11 @@ Weights and batch-norm statistics are random (statistics calibrated on a
 batch, then perturbed, so activations keep a sane scale through 50 layers).
 """
 
-import importlib.util
-import pathlib
-
 import jax
 import numpy as np
 import pytest
 import torch
+from peers import peer_module
 from torch import nn
 
 from idlearn import encoders, pretrained
@@ -29,14 +27,7 @@ TOL = 1e-4
 
 
 def _torchreid(module: str):
-  spec = importlib.util.find_spec("torchreid")
-  assert spec is not None and spec.submodule_search_locations
-  root = pathlib.Path(next(iter(spec.submodule_search_locations)))
-  path = root / "reid" / "models" / f"{module}.py"
-  mod_spec = importlib.util.spec_from_file_location(f"_tr_{module}", path)
-  mod = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(mod)
-  return mod
+  return peer_module("torchreid", f"reid/models/{module}.py")
 
 
 # --- torchvision ResNet (key names and forward of torchvision.models) ------
@@ -91,21 +82,31 @@ class _TVBottleneck(nn.Module):
 
 
 class TorchvisionResNet(nn.Module):
-  """torchvision.models.resNet; forward returns the pooled feature."""
+  """torchvision.models.resNet; forward returns the pooled feature.
 
-  def __init__(self, block, layers, num_classes=1000):
+  `widths` and `last_stride` (defaults: torchvision's) give the narrow,
+  last-stride-1 variants idlearn trains (the same state-dict names)."""
+
+  def __init__(
+    self,
+    block,
+    layers,
+    num_classes=1000,
+    widths=(64, 128, 256, 512),
+    last_stride=2,
+  ):
     super().__init__()
-    self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-    self.bn1 = nn.BatchNorm2d(64)
+    self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+    self.bn1 = nn.BatchNorm2d(widths[0])
     self.relu = nn.ReLU()
     self.maxpool = nn.MaxPool2d(3, 2, 1)
-    cin = 64
-    for i, (n, planes) in enumerate(
-      zip(layers, (64, 128, 256, 512), strict=True)
-    ):
+    cin = widths[0]
+    for i, (n, planes) in enumerate(zip(layers, widths, strict=True)):
       blocks = []
       for b in range(n):
         stride = 2 if (i > 0 and b == 0) else 1
+        if i == 3 and b == 0:
+          stride = last_stride
         blocks.append(block(cin, planes, stride))
         cin = planes * block.expansion
       setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
