@@ -32,6 +32,8 @@ import tempfile
 import time
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
+# the PyTorch reference models live in the tests (they import tests/peers)
+sys.path.insert(0, str(_ROOT / "tests"))
 sys.path.insert(0, os.fspath(_ROOT))
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -109,14 +111,14 @@ def main():
   size = (256, 128)
   tmp = tempfile.mkdtemp()
   folder = os.path.join(tmp, "encoder")
-  variables = pretrained.from_torch(args.model, model.state_dict())
+  encoder = {
+    "widths": tuple(args.width * 2**i for i in range(4)),
+    "last_stride": args.last_stride,
+  }
+  variables = pretrained.from_torch(args.model, model.state_dict(), **encoder)
   pretrained.save(
     folder,
-    {
-      "name": args.model,
-      "widths": tuple(args.width * 2**i for i in range(4)),
-      "last_stride": args.last_stride,
-    },
+    {"name": args.model, **encoder},
     variables,
     preprocessing={"image_size": size},
   )

@@ -63,6 +63,7 @@ import argparse
 import importlib.util
 import os
 import pathlib
+import sys
 import time
 
 import jax
@@ -73,6 +74,8 @@ import torch
 from idlearn import encoders
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
+# the PyTorch reference models live in the tests (they import tests/peers)
+sys.path.insert(0, str(_ROOT / "tests"))
 
 
 def _load(path: pathlib.Path, name: str):

@@ -54,6 +54,8 @@ import numpy as np
 import optax
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
+# the PyTorch reference models live in the tests (they import tests/peers)
+sys.path.insert(0, str(_ROOT / "tests"))
 sys.path.insert(0, os.fspath(_ROOT))
 
 from idlearn import augment, encoders, methods, sharding  # noqa: E402

@@ -8,54 +8,32 @@ and neighbour feature centralization (Pose2ID), and prints a table.
   python benchmarks/retrieval_options.py --workdir=runs/quickstart
 """
 
+import argparse
 import os
 import sys
 
-import jax
-import numpy as np
-import orbax.checkpoint as ocp
-from absl import app, flags
-
 sys.path.insert(0, os.getcwd())  # configs/ live in the repository
 
+import idlearn  # noqa: E402
 from configs import quickstart  # noqa: E402
-from idlearn import augment, data, main  # noqa: E402
+from idlearn import data, main  # noqa: E402
 from idlearn.evaluators import centralization, reid, reranking  # noqa: E402
-from idlearn.training import model as model_lib  # noqa: E402
-
-FLAGS = flags.FLAGS  # --workdir is idlearn.main's flag
 
 
-def _features(config, workdir):
-  ckpts = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(ckpts) or not any(
-    s.isdigit() for s in os.listdir(ckpts)
-  ):
-    main.run(config, workdir)
-  step = max(int(s) for s in os.listdir(ckpts) if s.isdigit())
-  with ocp.StandardCheckpointer() as ckptr:
-    state = ckptr.restore(
-      os.path.abspath(os.path.join(ckpts, str(step), "state"))
-    )
-  classes = state["params"]["classifier"]["kernel"].shape[-1]
-  model = model_lib.make_model(config.model, num_classes=classes)
-  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-  size = tuple(config.evals.pku_reid.image_size)
-  query, _ = data.reid_eval_sets("pku_reid", image_size=size)
-  embed = jax.jit(
-    lambda x: model.apply(variables, augment.preprocess(x, size))["eval"]
-  )
-  feats = np.concatenate(
-    [embed(query["image"][i : i + 64]) for i in range(0, len(query["id"]), 64)]
-  )
-  return feats, query["id"], query["cam"]
+def _features(workdir):
+  """Unit features of the held-out PKU-Reid images from the latest
+  checkpoint of `workdir` (the quickstart, trained first if absent)."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    main.run(quickstart.get_config(), workdir)
+  embedder = idlearn.load(workdir)
+  query, _ = data.reid_eval_sets("pku_reid", image_size=embedder.image_size)
+  return embedder.embed(query["image"]), query["id"], query["cam"]
 
 
-def main_(argv):
-  del argv
-  feats, ids, cams = _features(
-    quickstart.get_config(), FLAGS.workdir or "runs/quickstart"
-  )
+def main_():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--workdir", default="runs/quickstart")
+  feats, ids, cams = _features(p.parse_args().workdir)
   rows = [("cosine", reid.evaluate(feats, ids, cams, feats, ids, cams))]
   dist = reranking.rerank(feats, feats, metric="cosine")
   rows.append(
@@ -74,4 +52,4 @@ def main_(argv):
 
 
 if __name__ == "__main__":
-  app.run(main_)
+  main_()

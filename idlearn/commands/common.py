@@ -53,15 +53,17 @@ def read(embedder, paths, *, what: str = "images"):
   An image that does not decode is skipped and listed as (path, reason):
   one bad file never loses the rest.
   """
-  from idlearn.inference.embedder import _read
-
   arrays, kept, failed = [], [], []
-  for i, path in enumerate(progress(paths, f"reading {what}")):
-    try:
-      arrays.append(embedder.prepare(_read(path)))
-      kept.append(i)
-    except (ValueError, OSError) as e:
-      failed.append((str(path), str(e)))
+  step = 256  # images per progress update
+  starts = progress(range(0, len(paths), step), f"reading {what}", "x256")
+  for start in starts:
+    chunk = paths[start : start + step]
+    for i, x in enumerate(embedder.prepare_many(chunk), start):
+      if isinstance(x, Exception):
+        failed.append((str(paths[i]), str(x)))
+      else:
+        arrays.append(x)
+        kept.append(i)
   h, w = embedder.image_size
   stack = np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8)
   return stack, np.asarray(kept, np.int64), failed

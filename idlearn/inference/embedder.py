@@ -12,6 +12,7 @@ bilinearly on the host to the run's input size, normalised inside the
 compiled function, flip test if the run's evaluation used it.
 """
 
+import concurrent.futures
 import io
 import json
 import os
@@ -116,8 +117,30 @@ class Embedder:
     """
     if isinstance(images, str | os.PathLike):
       images = list_images(images)
-    arrays = [self.prepare(_read(x)) for x in images]
+    arrays = []
+    for x in self.prepare_many(images):
+      if isinstance(x, Exception):
+        raise x
+      arrays.append(x)
     return self.embed_prepared(np.stack(arrays) if arrays else None, batch_size)
+
+  def prepare_many(self, images: Any) -> list[Any]:
+    """`prepare` of each image (file paths read), in order, decoded on a
+    thread per core (PIL releases the GIL while it decodes and resizes);
+    an image that fails gives its exception in its place."""
+
+    def one(x):
+      try:
+        return self.prepare(_read(x))
+      except (ValueError, OSError) as e:
+        return e
+
+    images = list(images)
+    if len(images) < 2:
+      return [one(x) for x in images]
+    workers = min(len(images), len(os.sched_getaffinity(0)))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      return list(pool.map(one, images, chunksize=16))
 
   def embed_prepared(self, x: np.ndarray | None, batch_size: int = 64):
     """Features of uint8 [n, H, W, 3] already at the input size."""
