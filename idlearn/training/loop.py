@@ -2,7 +2,8 @@
 
 Every method runs through `train`; the loop knows the method protocol
 (`idlearn.methods`), never a method. Inputs arrive per process and become
-global arrays on a 1-D data mesh; the state is replicated and donated to a
+global arrays on a 1-D data mesh; the state is replicated (but the rows
+of a method's `sharded_params`, split over the mesh) and donated to a
 jitted step; the data-iterator position, the RNG and the method's and
 miner's state are all part of the checkpoint, so a resumed run repeats the
 uninterrupted one exactly.
