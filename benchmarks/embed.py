@@ -23,7 +23,6 @@ Prints one table.
 """
 
 import argparse
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -34,20 +33,15 @@ import time
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 # the PyTorch reference models live in the tests (they import tests/peers)
 sys.path.insert(0, str(_ROOT / "tests"))
+from peers import load_file  # noqa: E402
+
 sys.path.insert(0, os.fspath(_ROOT))
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _load(path: pathlib.Path, name: str):
-  spec = importlib.util.spec_from_file_location(name, path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
 def torch_resnet(name: str, width: int, last_stride: int):
-  ref = _load(_ROOT / "tests/pretrained/torch_import_test.py", "_tv")
+  ref = load_file(_ROOT / "tests/pretrained/torch_import_test.py", "_tv")
   block, layers = {
     "resnet18": (ref._TVBasic, (2, 2, 2, 2)),
     "resnet50": (ref._TVBottleneck, (3, 4, 6, 3)),

@@ -60,7 +60,6 @@ What was tried (per-layer and whole-model timings in this run's notes):
 """
 
 import argparse
-import importlib.util
 import os
 import pathlib
 import sys
@@ -76,27 +75,19 @@ from idlearn import encoders
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 # the PyTorch reference models live in the tests (they import tests/peers)
 sys.path.insert(0, str(_ROOT / "tests"))
-
-
-def _load(path: pathlib.Path, name: str):
-  spec = importlib.util.spec_from_file_location(name, path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+from peers import load_file, peer_module  # noqa: E402
 
 
 def torch_model(name: str) -> torch.nn.Module:
   """The PyTorch model of `name`, returning pooled features like ours."""
   if name.startswith("resnet"):
-    ref = _load(_ROOT / "tests/pretrained/torch_import_test.py", "_tv")
+    ref = load_file(_ROOT / "tests/pretrained/torch_import_test.py", "_tv")
     block, layers = {
       "resnet18": (ref._TVBasic, (2, 2, 2, 2)),
       "resnet50": (ref._TVBottleneck, (3, 4, 6, 3)),
     }[name]
     return ref.TorchvisionResNet(block, layers)
-  spec = importlib.util.find_spec("torchreid")
-  root = pathlib.Path(next(iter(spec.submodule_search_locations)))
-  osnet = _load(root / "reid/models/osnet.py", "_osnet")
+  osnet = peer_module("torchreid", "reid/models/osnet.py")
   # Eval mode returns the fc features; train mode the 751-way logits (the
   # classifier costs 0.04% of the FLOPs).
   return getattr(osnet, name)(num_classes=751, pretrained=False)

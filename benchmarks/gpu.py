@@ -41,7 +41,6 @@ keeps XLA's own convolutions on GPU / TPU.
 
 import argparse
 import functools
-import importlib.util
 import os
 import pathlib
 import statistics
@@ -56,6 +55,8 @@ import optax
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 # the PyTorch reference models live in the tests (they import tests/peers)
 sys.path.insert(0, str(_ROOT / "tests"))
+from peers import load_file  # noqa: E402
+
 sys.path.insert(0, os.fspath(_ROOT))
 
 from idlearn import augment, encoders, methods, sharding  # noqa: E402
@@ -150,13 +151,6 @@ def _time(run, steps, warmup):
 # --- PyTorch ---------------------------------------------------------------
 
 
-def _load(path, name):
-  spec = importlib.util.spec_from_file_location(name, path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
 def torch_encoder(name, size, torchreid):
   """A PyTorch encoder returning [b, d] pooled features."""
   import torch
@@ -172,7 +166,7 @@ def torch_encoder(name, size, torchreid):
       model.fc = torch.nn.Identity()
       return model
     except ImportError:
-      ref = _load(_ROOT / "tests/pretrained/torch_import_test.py", "_tv")
+      ref = load_file(_ROOT / "tests/pretrained/torch_import_test.py", "_tv")
       block, layers = {
         "resnet18": (ref._TVBasic, (2, 2, 2, 2)),
         "resnet50": (ref._TVBottleneck, (3, 4, 6, 3)),
@@ -185,7 +179,7 @@ def torch_encoder(name, size, torchreid):
     return timm.create_model(
       arch, img_size=size, num_classes=0, global_pool="token"
     )
-  osnet = _load(pathlib.Path(torchreid) / "reid/models/osnet.py", "_osnet")
+  osnet = load_file(pathlib.Path(torchreid) / "reid/models/osnet.py", "_osnet")
   model = getattr(osnet, name)(num_classes=CLASSES, pretrained=False)
   model.classifier = torch.nn.Identity()  # train mode: features
   return model

@@ -55,7 +55,7 @@ def read(embedder, paths, *, what: str = "images"):
   """
   arrays, kept, failed = [], [], []
   step = 256  # images per progress update
-  starts = progress(range(0, len(paths), step), f"reading {what}", "x256")
+  starts = progress(range(0, len(paths), step), f"reading {what}", "256img")
   for start in starts:
     chunk = paths[start : start + step]
     for i, x in enumerate(embedder.prepare_many(chunk), start):
