@@ -47,6 +47,18 @@ def list_images(folder: os.PathLike) -> list[str]:
   ]
 
 
+def find_images(root: os.PathLike) -> list[str]:
+  """Sorted image file paths anywhere under `root` (recursively)."""
+  out = []
+  for folder, _, files in os.walk(root):
+    out += [
+      os.path.join(folder, f)
+      for f in files
+      if f.lower().endswith(IMAGE_EXTENSIONS)
+    ]
+  return sorted(out)
+
+
 def encode_checked(path: str) -> bytes:
   """Returns storable image bytes of `path`; raises OSError if corrupt.
 

@@ -18,22 +18,11 @@ import re
 
 import numpy as np
 
+from idlearn.data._records import find_images
 from idlearn.data.reid import _parse_market
 from idlearn.errors import DataError
 
 LAYOUTS = ("market", "folders")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp")
-
-
-def _images(root: str) -> list[str]:
-  out = []
-  for folder, _, files in os.walk(root):
-    out += [
-      os.path.join(folder, f)
-      for f in files
-      if f.lower().endswith(IMAGE_EXTENSIONS)
-    ]
-  return sorted(out)
 
 
 def reid_set(
@@ -62,7 +51,7 @@ def reid_set(
   if layout not in LAYOUTS:
     raise DataError(f"layout={layout!r}: expected one of {LAYOUTS}")
   rows, pattern = [], re.compile(camera_pattern)
-  for image in _images(path):
+  for image in find_images(path):
     if layout == "market":
       parsed = _parse_market(image)
       if parsed is None:

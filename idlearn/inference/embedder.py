@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from idlearn.data._records import find_images
 from idlearn.errors import CheckpointError, DataError
 from idlearn.evaluators.features import unit
 from idlearn.inference.features import FeatureFn
 from idlearn.pretrained import checkpoint as folders
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp")
 SPEC_FILE = "spec.json"  # WORKDIR/encoder/spec.json: written at train start
 
 
@@ -171,14 +171,7 @@ def list_images(folder: str | os.PathLike) -> list[str]:
   folder = os.fspath(folder)
   if not os.path.isdir(folder):
     raise DataError(f"{folder} is not a folder of images")
-  out = []
-  for root, _, files in os.walk(folder):
-    out += [
-      os.path.join(root, f)
-      for f in files
-      if f.lower().endswith(IMAGE_EXTENSIONS)
-    ]
-  return sorted(out)
+  return find_images(folder)
 
 
 def _steps(checkpoints: str) -> list[int]:
