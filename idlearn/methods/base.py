@@ -176,12 +176,20 @@ class Miner(abc.ABC):
   model, so a resumed run re-makes the same batches.
 
   Subclasses set NAME and FIELDS (config.miner fields with defaults,
-  besides "name") and take (cfg, setup) in their constructor.
+  besides "name", "every_steps" among them) and take (cfg, setup) in their
+  constructor, calling this one first.
   """
 
   NAME: ClassVar[str] = ""
   FIELDS: ClassVar[dict[str, Any]] = {}
-  every_steps: int
+
+  def __init__(self, cfg: dict[str, Any], setup: Setup):
+    self.cfg, self.setup = cfg, setup
+    self.every_steps = cfg["every_steps"]
+    if self.every_steps <= 0:
+      raise ConfigError(
+        f"config.miner.every_steps = {self.every_steps}: expected >= 1"
+      )
 
   @abc.abstractmethod
   def sample(self) -> np.ndarray:

@@ -172,12 +172,7 @@ class TargetClusterMiner(base.Miner):
   }
 
   def __init__(self, cfg, setup):
-    self.cfg, self.setup = cfg, setup
-    self.every_steps = cfg["every_steps"]
-    if self.every_steps <= 0:
-      raise ConfigError(
-        f"config.miner.every_steps = {self.every_steps}: expected >= 1"
-      )
+    super().__init__(cfg, setup)
     batch, k = setup.input["global_batch_size"], setup.input["k"]
     self.target_batch = int(round(batch * cfg["target_fraction"]))
     self.source_batch = batch - self.target_batch

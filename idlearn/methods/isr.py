@@ -143,12 +143,7 @@ class CameraPairMiner(base.Miner):
   }
 
   def __init__(self, cfg, setup):
-    self.cfg, self.setup = cfg, setup
-    self.every_steps = cfg["every_steps"]
-    if self.every_steps <= 0:
-      raise ConfigError(
-        f"config.miner.every_steps = {self.every_steps}: expected >= 1"
-      )
+    super().__init__(cfg, setup)
     self._split = None
 
   def split(self) -> dict:
