@@ -16,6 +16,8 @@ Prints one table.
 
 import argparse
 import os
+import pathlib
+import sys
 import tempfile
 import time
 
@@ -26,20 +28,12 @@ from idlearn import encoders
 from idlearn.inference import Embedder, export
 from idlearn.pretrained.checkpoint import DEFAULT_PREPROCESSING
 
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_ROOT / "tests"))
+from peers import load_file  # noqa: E402
 
-def _moved_statistics(variables):
-  """BatchNorm means and variances moved by a different amount per channel
-  (the initial 0 / 1 would hide a normalisation done wrong)."""
-  if "batch_stats" not in variables:
-    return variables
-
-  def move(a):
-    return a + 0.1 * np.cos(np.arange(a.size)).reshape(a.shape)
-
-  return {
-    **variables,
-    "batch_stats": jax.tree.map(move, variables["batch_stats"]),
-  }
+# BatchNorm statistics moved per channel, as the export tests do
+_EXPORT_TEST = load_file(_ROOT / "tests/inference/export_test.py", "_export")
 
 
 def embedder(name: str, size: tuple[int, int]) -> Embedder:
@@ -49,7 +43,7 @@ def embedder(name: str, size: tuple[int, int]) -> Embedder:
   )
   x = np.zeros((1, *size, 3), np.float32)
   variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)
-  variables = _moved_statistics(variables)
+  variables = _EXPORT_TEST._moved_statistics(variables)
   return Embedder(
     model, variables, dict(DEFAULT_PREPROCESSING, image_size=size)
   )

@@ -71,13 +71,7 @@ def verify(embedder) -> dict[str, float]:
   res = verification.evaluate(
     feats[index[:m]], feats[index[m:]], pairs["same"], fold_ids=pairs["fold"]
   )
-  out = {
-    f"eval/{NAME.value}/{k}": float(res[k])
-    for k in ("accuracy", "accuracy_std", "roc_auc")
-  }
-  for far, tar in res["tar_at_far"].items():
-    out[f"eval/{NAME.value}/tar@far={far:g}"] = float(tar)
-  return out
+  return verification.scalars(res, NAME.value)
 
 
 def main(argv: list[str]) -> None:

@@ -17,7 +17,7 @@ from scipy import stats
 
 from idlearn.evaluators.pairs import make_pairs, parse_lfw_pairs
 
-__all__ = ["evaluate", "make_pairs", "parse_lfw_pairs"]
+__all__ = ["evaluate", "make_pairs", "parse_lfw_pairs", "scalars"]
 
 FARS = (1e-1, 1e-2, 1e-3)
 
@@ -135,3 +135,15 @@ def evaluate(
     "tar_at_far": {far: tar_at_far(s, same, far) for far in FARS},
     "fold_accuracy": accs,
   }
+
+
+def scalars(res: dict, name: str) -> dict[str, float]:
+  """`evaluate`'s result as the flat "eval/<name>/..." metrics a run logs:
+  accuracy (+ std), ROC AUC and TAR at each FAR."""
+  out = {
+    f"eval/{name}/{k}": float(res[k])
+    for k in ("accuracy", "accuracy_std", "roc_auc")
+  }
+  for far, tar in res["tar_at_far"].items():
+    out[f"eval/{name}/tar@far={far:g}"] = float(tar)
+  return out

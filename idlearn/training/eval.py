@@ -230,13 +230,7 @@ class VerificationEvaluator(_Evaluator):
       fold_ids=pairs["fold"],
     )
     self._threshold = res["threshold"]
-    out = {
-      f"eval/{self.name}/{k}": float(res[k])
-      for k in ("accuracy", "accuracy_std", "roc_auc")
-    }
-    for far, tar in res["tar_at_far"].items():
-      out[f"eval/{self.name}/tar@far={far:g}"] = float(tar)
-    return out
+    return verification.scalars(res, self.name)
 
 
 TYPES = {
