@@ -13,23 +13,26 @@ to the cores JAX uses.
   python benchmarks/encoders.py --models=resnet18 --batch=16 --reps=2 \
       --impls=auto,native,matmul                     # compare conv paths
 
-Measured 2026-11-25 on the shared 2-core CPU (5 other engineers' jobs
-running; load average 3-13, so absolute numbers swing 2-3x between runs and
-only the ratios within one run mean much). jax 0.10.2, torch 2.13.0+cpu,
-batch 64, images/s, best of 2; ratio = JAX / PyTorch:
+Measured 2026-12-04 on the shared 2-core CPU (jax 0.10.2, torch 2.13.0+cpu,
+batch 64, 256x128, images/s; ratio = JAX / PyTorch). Before: commit 59d053d;
+after: the commit that added `encoders/remat.py` (chunked CPU weight
+gradient, hand-written BatchNorm / max-pool / dense VJPs, OSNet remat):
 
-  model      impl    fwd: jax  torch ratio | f+b: jax torch ratio | GF fwd/fb
-  resnet50   auto         7.1    2.7  2.62 |      0.9   0.9  1.04 | 5.28/15.7
-  osnet_x1_0 auto        24.1    4.2  5.80 |      2.0   2.0  1.03 | 2.01/6.01
-  resnet18   auto        19.4    7.4  2.63 |      1.7   4.2  0.42 | 2.27/6.69 *
-  resnet18 rerun on a quieter machine (load 3), three conv paths:
-  resnet18   auto        43.0   24.4  1.77 |      7.2   8.7  0.83 | 2.27/6.69
-  resnet18   matmul      14.5   24.4  0.60 |      6.0   8.7  0.68 | 2.43/7.07
-  resnet18   native      46.0   24.4  1.89 |      7.1   8.7  0.82 | 2.15/6.33
-  at 128x64 (the issue's case: 4x2 maps in the last stage):
-  resnet18   auto       190.7   50.4  3.79 |     23.3  15.3  1.52 | 0.57/1.68
-  resnet18   native       5.0   50.4  0.10 |      6.5  15.3  0.43 | 0.48/1.43
-  (* my own test run shared the CPU with this row)
+  python benchmarks/encoders.py --models=resnet18 --reps=3
+  python benchmarks/encoders.py --models=osnet_x1_0,resnet50 --reps=2 \
+      --remat=true,false
+
+  model       f+b: before jax torch ratio | after jax torch ratio | load
+  resnet18                 9.1  17.7  0.52 |       16.0  19.5  0.82 | ~1
+  resnet50                 1.5   1.7  0.88 |        5.4   5.5  0.99 | 2-5 / ~1.6
+  osnet_x1_0               1.6   6.0  0.27 |        9.4   5.6  1.69 | 2-5 / ~1.6
+  osnet_x1_0, remat=false                  |        5.3   5.6  0.96 |
+
+Forward (eval) ratios stayed 0.84-1.6x. With remat OSNet is both faster
+and ~5x leaner (its recomputation costs less than writing and re-reading
+the activations); resnet18 with `remat=true` ran 0.96x vs 1.26x without
+(one run at load ~4), so ResNets keep it off by default. The absolute
+numbers swing 2-3x with the machine's load; compare ratios of one run.
 
 What was tried (per-layer and whole-model timings in this run's notes):
   - XLA's own convolution is fine on large maps but collapses on maps with
@@ -53,10 +56,18 @@ What was tried (per-layer and whole-model timings in this run's notes):
   - optimization_barrier around the depthwise conv did not help.
   - Threefry-keyed `model.init` under jit compiles ~4x slower than with
     rbg keys (10.8 s vs 2.7 s CPU for resnet_tiny); tests use rbg keys.
-  - Remaining gap (resnet18 fwd+bwd at 256x128, ~0.8x): conv weight
-    gradients and train-mode BatchNorm (memory bound: fwd 70 ms, bwd 250 ms
-    on [16, 64, 32, 256]), neither of which im2col or a 2-D reshaping sped
-    up.
+  - Conv weight gradients ran at 2-3 GFLOP/s in XLA:CPU at batch 64 and
+    recover their speed on a few images at a time: `conv._cpu_conv` sums
+    XLA's own weight gradient over unrolled batch chunks of ~0.5 MB
+    (inside lax.scan XLA falls back to a slow generic convolution).
+  - Train-mode BatchNorm (memory bound) and the max pool got hand-written
+    VJPs (one reduction pass + one elementwise pass; the ReLU mask taken
+    from the saved output); the 1x1 / im2col matmul's dW contracts the
+    leading dim of both operands instead of transposing g.
+  - nn.remat saves no memory on XLA:CPU (the barrier is dropped and all
+    recomputations are scheduled at the start of the backward pass);
+    `encoders.remat.recompute_in_backward` makes the recomputation depend
+    on the cotangent, which XLA keeps.
 """
 
 import argparse
@@ -93,18 +104,26 @@ def torch_model(name: str) -> torch.nn.Module:
   return getattr(osnet, name)(num_classes=751, pretrained=False)
 
 
-def _time(fn, reps: int) -> float:
-  fn()  # warm-up (and compile)
-  best = float("inf")
+def _best_interleaved(fns: dict, reps: int) -> dict:
+  """Best wall time of each fn, their runs interleaved rep by rep.
+
+  On a shared machine the load changes within seconds; alternating the
+  candidates keeps each ratio's two sides under the same load.
+  """
+  for fn in fns.values():
+    fn()  # warm-up (and compile)
+  best = dict.fromkeys(fns, float("inf"))
   for _ in range(reps):
-    t = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t)
+    for key, fn in fns.items():
+      t = time.perf_counter()
+      fn()
+      best[key] = min(best[key], time.perf_counter() - t)
   return best
 
 
-def bench_jax(name, images, impl, reps):
-  model = encoders.get_encoder(name, impl=impl)
+def jax_fns(name, images, impl, **kw):
+  """(fwd, step, flops): eval forward and train fwd+bwd closures of `name`."""
+  model = encoders.get_encoder(name, impl=impl, **kw)
   variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), images[:1])
   fwd = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
 
@@ -117,18 +136,19 @@ def bench_jax(name, images, impl, reps):
     )
     return jnp.mean(jnp.square(emb)), upd
 
-  step = jax.jit(jax.grad(loss, has_aux=True))
   args = (variables["params"], variables["batch_stats"], images)
-  flops = [
-    f.lower(*a).compile().cost_analysis().get("flops", 0.0)
-    for f, a in ((fwd, (variables, images)), (step, args))
-  ]
-  t_fwd = _time(lambda: fwd(variables, images).block_until_ready(), reps)
-  t_step = _time(lambda: jax.block_until_ready(step(*args)), reps)
-  return t_fwd, t_step, flops
+  step = jax.jit(jax.grad(loss, has_aux=True)).lower(*args).compile()
+  fwd = fwd.lower(variables, images).compile()
+  flops = [f.cost_analysis().get("flops", 0.0) for f in (fwd, step)]
+  return (
+    lambda: fwd(variables, images).block_until_ready(),
+    lambda: jax.block_until_ready(step(*args)),
+    flops,
+  )
 
 
-def bench_torch(name, images, reps):
+def torch_fns(name, images):
+  """(fwd, step) closures of the PyTorch model of `name`."""
   model = torch_model(name)
   x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous()
 
@@ -142,7 +162,7 @@ def bench_torch(name, images, reps):
     model.zero_grad(set_to_none=True)
     model(x).square().mean().backward()
 
-  return _time(fwd, reps), _time(step, reps)
+  return fwd, step
 
 
 def main():
@@ -151,8 +171,21 @@ def main():
   p.add_argument("--impls", default="auto")
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--size", default="256,128")
-  p.add_argument("--reps", type=int, default=2)
+  p.add_argument("--reps", type=int, default=3)
+  p.add_argument(
+    "--threads",
+    type=int,
+    default=0,
+    help="cores for both (pins this process to the first N); 0: all",
+  )
+  p.add_argument(
+    "--remat",
+    default="",
+    help="encoders' remat attribute, 'true,false' to compare; '': default",
+  )
   args = p.parse_args()
+  if args.threads:  # before JAX's CPU client (and its thread pool) exists
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
   threads = len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
   h, w = (int(s) for s in args.size.split(","))
@@ -162,10 +195,11 @@ def main():
   print(
     f"batch {args.batch}, {h}x{w}, {threads} threads, jax "
     f"{jax.__version__}, torch {torch.__version__}; images/s (best of "
-    f"{args.reps}); GFLOP/img from XLA cost analysis"
+    f"{args.reps}, JAX and PyTorch runs interleaved); GFLOP/img from XLA "
+    "cost analysis"
   )
   head = (
-    f"{'model':<11} {'impl':<7} {'fwd jax':>8} {'fwd torch':>9} "
+    f"{'model':<11} {'impl':<12} {'fwd jax':>8} {'fwd torch':>9} "
     f"{'ratio':>6} {'f+b jax':>8} {'f+b torch':>9} {'ratio':>6} "
     f"{'GF fwd':>7} {'GF f+b':>7}"
   )
@@ -173,13 +207,26 @@ def main():
   print("-" * len(head))
   n = args.batch
   for name in args.models.split(","):
-    tt_fwd, tt_step = bench_torch(name, images, args.reps)
-    for impl in args.impls.split(","):
-      tj_fwd, tj_step, (f_fwd, f_step) = bench_jax(
-        name, images, impl, args.reps
-      )
+    variants = [(impl, {}) for impl in args.impls.split(",")]
+    if args.remat and name.startswith(("osnet", "resnet")):
+      variants = [
+        (f"{impl},remat={r}", dict(remat=r.lower() == "true"))
+        for impl, _ in variants
+        for r in args.remat.split(",")
+      ]
+    torch_fwd, torch_step = torch_fns(name, images)
+    fns = {"torch fwd": torch_fwd, "torch f+b": torch_step}
+    flops = {}
+    for label, kw in variants:
+      fwd, step, flops[label] = jax_fns(name, images, label.split(",")[0], **kw)
+      fns[label, "fwd"], fns[label, "f+b"] = fwd, step
+    best = _best_interleaved(fns, args.reps)
+    tt_fwd, tt_step = best["torch fwd"], best["torch f+b"]
+    for label, _ in variants:
+      tj_fwd, tj_step = best[label, "fwd"], best[label, "f+b"]
+      f_fwd, f_step = flops[label]
       print(
-        f"{name:<11} {impl:<7} {n / tj_fwd:8.1f} {n / tt_fwd:9.1f} "
+        f"{name:<11} {label:<12} {n / tj_fwd:8.1f} {n / tt_fwd:9.1f} "
         f"{tt_fwd / tj_fwd:6.2f} {n / tj_step:8.1f} {n / tt_step:9.1f} "
         f"{tt_step / tj_step:6.2f} {f_fwd / n / 1e9:7.2f} "
         f"{f_step / n / 1e9:7.2f}",

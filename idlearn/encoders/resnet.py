@@ -22,6 +22,7 @@ from idlearn.encoders.conv import (
   instance_norm,
   max_pool_3x3_s2,
 )
+from idlearn.encoders.remat import recompute_in_backward
 
 Dtype = Any
 
@@ -59,7 +60,7 @@ class BasicBlock(nn.Module):
     conv = dict(dtype=self.dtype, impl=self.impl)
     bn = dict(train=self.train, dtype=self.dtype)
     y = Conv(self.planes, 3, self.stride, 1, name="conv1", **conv)(x)
-    y = nn.relu(batch_norm(name="bn1", **bn)(y))
+    y = batch_norm(name="bn1", relu=True, **bn)(y)
     y = Conv(self.planes, 3, 1, 1, name="conv2", **conv)(y)
     y = batch_norm(name="bn2", **bn)(y)
     return nn.relu(y + _shortcut(self, x, self.planes))
@@ -82,12 +83,11 @@ class Bottleneck(nn.Module):
     bn = dict(train=self.train, dtype=self.dtype)
     y = Conv(self.planes, 1, name="conv1", **conv)(x)
     if self.ibn:
-      y = IBN(self.train, self.dtype, name="bn1")(y)
+      y = nn.relu(IBN(self.train, self.dtype, name="bn1")(y))
     else:
-      y = batch_norm(name="bn1", **bn)(y)
-    y = nn.relu(y)
+      y = batch_norm(name="bn1", relu=True, **bn)(y)
     y = Conv(self.planes, 3, self.stride, 1, name="conv2", **conv)(y)
-    y = nn.relu(batch_norm(name="bn2", **bn)(y))
+    y = batch_norm(name="bn2", relu=True, **bn)(y)
     out = 4 * self.planes
     y = Conv(out, 1, name="conv3", **conv)(y)
     y = batch_norm(name="bn3", **bn)(y)
@@ -121,6 +121,8 @@ class ResNet(nn.Module):
     pooling: "avg" or "gem".
     dtype: compute dtype (e.g. jnp.bfloat16); params stay float32.
     impl: convolution implementation, see `conv.conv2d`.
+    remat: in training, recompute each block in the backward pass
+      (`remat.recompute_in_backward`) instead of holding its activations.
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -131,6 +133,7 @@ class ResNet(nn.Module):
   pooling: str = "avg"
   dtype: Dtype = jnp.float32
   impl: str = "auto"
+  remat: bool = False
 
   @property
   def feature_dim(self) -> int:
@@ -155,7 +158,7 @@ class ResNet(nn.Module):
     x = Conv(
       self.widths[0], 7, 2, 3, dtype=self.dtype, impl=self.impl, name="conv1"
     )(x)
-    x = nn.relu(batch_norm(train, self.dtype, name="bn1")(x))
+    x = batch_norm(train, self.dtype, name="bn1", relu=True)(x)
     x = max_pool_3x3_s2(x)
     block = Bottleneck if self.bottleneck else BasicBlock
     aux = {}
@@ -164,7 +167,7 @@ class ResNet(nn.Module):
     ):
       stride = 1 if s == 0 else (self.last_stride if s == 3 else 2)
       for b in range(size):
-        x = block(
+        mdl = block(
           planes,
           stride if b == 0 else 1,
           ibn=self.ibn and s < 3,
@@ -172,7 +175,8 @@ class ResNet(nn.Module):
           dtype=self.dtype,
           impl=self.impl,
           name=f"layer{s + 1}_{b}",
-        )(x)
+        )
+        x = recompute_in_backward(mdl, x) if self.remat and train else mdl(x)
       aux[f"stage{s + 1}"] = x
     emb = aux["pooled"] = global_pool(x, self.pooling)
     return emb, aux

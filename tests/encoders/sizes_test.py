@@ -46,10 +46,12 @@ def mult_adds(name, hw=(256, 128)):
   def count(next_fun, args, kwargs, context):
     nonlocal total
     out = next_fun(*args, **kwargs)
+    if context.method_name != "__call__":
+      return out
     mod, cin = context.module, args[0].shape[-1]
-    if context.method_name == "__call__" and isinstance(mod, Conv):
+    if isinstance(mod, Conv):
       total += math.prod(out.shape) * mod.kernel_size**2 * cin // mod.groups
-    elif context.method_name == "__call__" and isinstance(mod, nn.Dense):
+    elif isinstance(mod, nn.Dense):
       total += math.prod(out.shape) * cin
     return out
 
