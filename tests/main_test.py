@@ -28,11 +28,13 @@ def test_summary_puts_untrained_next_to_trained():
       "untrained/eval/pku_reid/rank1": 0.125,
       "train/loss": 3.0,
       "untrained/eval/pku_reid/mAP": 0.0625,
+      "eval/utilization/utilization": 0.0123,  # a distance, not in %
     }
   )
   assert table.splitlines() == [
-    "pku_reid     rank1   untrained  12.5  trained  50.0",
-    "pku_reid     mAP     untrained   6.2  trained  25.0",
+    "pku_reid     rank1       untrained  12.5  trained  50.0",
+    "pku_reid     mAP         untrained   6.2  trained  25.0",
+    "utilization  utilization  trained 0.012",
   ]
 
 

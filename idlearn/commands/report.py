@@ -1,5 +1,12 @@
 """Printing results: the table training and `idlearn evaluate` print."""
 
+# Metrics that are not fractions: printed as they are, not in %.
+_PLAIN = ("utilization",)
+
+
+def _value(metric: str, value: float) -> str:
+  return f"{value:5.3f}" if metric in _PLAIN else f"{100 * value:5.1f}"
+
 
 def summary(results: dict[str, float]) -> str:
   """Eval results as a table; the untrained model's next to the trained one.
@@ -23,6 +30,6 @@ def summary(results: dict[str, float]) -> str:
     before = results.get(f"untrained/{key}")
     row = f"{name:<{name_width}} {metric:<{width}}"
     if before is not None:
-      row += f" untrained {100 * before:5.1f}"
-    rows.append(row + f"  trained {100 * value:5.1f}")
+      row += f" untrained {_value(metric, before)}"
+    rows.append(row + f"  trained {_value(metric, value)}")
   return "\n".join(rows)

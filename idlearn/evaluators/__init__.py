@@ -9,4 +9,6 @@ Modules (imported on use; only `linear_probe` needs JAX):
   knn             weighted kNN accuracy (InstDisc / solo-learn)
   neighbors       nearest-neighbour search: exact NumPy, or faiss at scale
   linear_probe    optax L-BFGS softmax probe on frozen features
+  utilization     mean squared distance from test to nearest training
+                  feature (Metrix's embedding-space utilization)
 """

@@ -115,6 +115,26 @@ def mixed_barlow_twins_regularizer(
   return loss, {"reg_view1": errs[0], "reg_view2": errs[1]}
 
 
+ETA_MODES = ("both", "less", "more")
+# openmixup's `_eps`: a component weighing this little (or 1 - this much)
+# counts as absent, and the row as unmixed.
+_MIX_EPS = 1e-3
+
+
+def _eta_weights(lam, eta_mode, lam_power):
+  """openmixup's per-component weights of the decoupled terms, over eta:
+  ([b], [b])."""
+  if eta_mode == "both":
+    on_a = on_b = jnp.ones_like(lam, dtype=bool)
+  else:  # "less": the minority component only; "more": the dominant one
+    on_a = (lam < 0.5) if eta_mode == "less" else (lam >= 0.5)
+    on_b = ~on_a
+  # lambda_adjust("pow", thr=1, idx=lam_power): w -> w ** |idx| (w < 1)
+  eta_a = jnp.where(on_a, lam**lam_power, 0.0)
+  eta_b = jnp.where(on_b, (1.0 - lam) ** lam_power, 0.0)
+  return eta_a, eta_b
+
+
 def decoupled_mixup(
   logits: jax.Array,
   ids_a: jax.Array,
@@ -122,33 +142,50 @@ def decoupled_mixup(
   mix_lambda: jax.Array,
   *,
   eta: float = 0.1,
+  eta_mode: str = "both",
+  lam_power: float = 1.0,
   axis_name: str | None = None,
 ) -> tuple[jax.Array, Aux]:
   """Decoupled Mixup (DM) cross-entropy (Liu et al., NeurIPS 2023).
 
-  For a sample mixed from classes a and b with weight lam (the paper's
-  "decoupled regularizer"):
+  For a sample mixed from classes a and b with weight lam (the official
+  openmixup `soft_mix_cross_entropy` + `ClsMixupHead`):
 
     L = -lam log p_a - (1 - lam) log p_b                 (mixup CE)
-        - eta [log softmax_{c != b}(z)_a + log softmax_{c != a}(z)_b]
+        - eta_a log softmax_{c != b}(z)_a - eta_b log softmax_{c != a}(z)_b
 
   where `softmax_{c != b}` is the softmax over every class but b: each mixed
   class must be recognised against all others *except its partner*, which
-  is what lets label-mismatched ("hard") mixed samples train features. When
-  a == b the sample is unmixed and only the CE term remains (as the
-  reference implementation, openmixup `soft_mix_cross_entropy`, does).
+  is what lets label-mismatched ("hard") mixed samples train features. The
+  weights (openmixup's `eta_weight` with `lam_scale_mode="pow"`, `lam_thr=1`,
+  `lam_idx=lam_power`): eta_a = eta lam^p, eta_b = eta (1 - lam)^p for
+  `eta_mode="both"`; "less" keeps only the component of weight < 0.5,
+  "more" only the other one. p = 1 (default) is openmixup's shipped
+  ImageNet / CIFAR base setting; p = 0 gives the paper's unweighted
+  two-hot form eta [L_a + L_b]; eta = 0 gives plain mixup CE.
+
+  A row is unmixed (CE term only, as in openmixup) when a == b, when a
+  weight is <= 1e-3 (openmixup's `_eps`), or when lam == 0.5 (openmixup
+  skips that "trivial solution"). Difference: openmixup averages the
+  mixed and unmixed rows separately and adds the two means; here every
+  row counts once in one mean over the global batch.
 
   Args:
     logits: [b, c] classifier logits of the mixed samples.
     ids_a, ids_b: [b] int classes of the two mixed components.
     mix_lambda: [b] weight of component a.
-    eta: weight of the decoupled regulariser (0.1 is an assumed default;
-      openmixup passes it per experiment as `eta_weight`).
+    eta: weight of the decoupled regulariser (openmixup: 0.1 on ImageNet).
+    eta_mode: "both", "less" or "more" (see above).
+    lam_power: p >= 0 in the weights above.
     axis_name: mapped axis of the batch, or None.
   Returns:
-    (loss, aux) with aux["mixup_ce"], aux["decoupled"] (unweighted) and
-    aux["top1"] (argmax equals the dominant component's class).
+    (loss, aux) with aux["mixup_ce"], aux["decoupled"] (the decoupled
+    terms weighted by eta_a / eta, eta_b / eta: loss = mixup_ce + eta *
+    decoupled) and aux["top1"] (argmax equals the dominant component's
+    class).
   """
+  if eta_mode not in ETA_MODES:
+    raise ValueError(f"eta_mode must be one of {ETA_MODES}, got {eta_mode!r}")
   _check_2d("logits", logits)
   b, c = logits.shape
   _check_1d("ids_a", ids_a, b)
@@ -167,8 +204,10 @@ def decoupled_mixup(
   z_b = jnp.sum(jnp.where(hot_b, logits, 0.0), axis=1)
   lse_no_b = jax.nn.logsumexp(jnp.where(hot_b, -jnp.inf, logits), axis=1)
   lse_no_a = jax.nn.logsumexp(jnp.where(hot_a, -jnp.inf, logits), axis=1)
-  decoupled = (lse_no_b - z_a) + (lse_no_a - z_b)
-  decoupled = jnp.where(ids_a != ids_b, decoupled, 0.0)
+  eta_a, eta_b = _eta_weights(lam, eta_mode, lam_power)
+  decoupled = eta_a * (lse_no_b - z_a) + eta_b * (lse_no_a - z_b)
+  mixed = (ids_a != ids_b) & (lam > _MIX_EPS) & (lam < 1.0 - _MIX_EPS)
+  decoupled = jnp.where(mixed & (lam != 0.5), decoupled, 0.0)
   dominant = jnp.where(lam >= 0.5, ids_a, ids_b)
   top1 = (jnp.argmax(logits, axis=1) == dominant).mean()
   ce, dec = mixup_ce.mean(), decoupled.mean()
@@ -177,11 +216,24 @@ def decoupled_mixup(
   return loss, {"mixup_ce": ce, "decoupled": dec, "top1": top1}
 
 
+METRIX_LOSSES = ("multi_similarity", "contrastive")
+
+
 def _log1p_weighted_sum_exp(x: jax.Array, w: jax.Array) -> jax.Array:
   """log(1 + sum_j w_j exp(x_j)) along the last axis, w >= 0 (constants)."""
   x = jnp.where(w > 0, x + jnp.log(jnp.maximum(w, 1e-30)), -jnp.inf)
   zeros = jnp.zeros(x.shape[:-1] + (1,), x.dtype)
   return jax.nn.logsumexp(jnp.concatenate([zeros, x], axis=-1), axis=-1)
+
+
+def _avg_nonzero(terms: jax.Array, axis_name: str | None) -> jax.Array:
+  """Sum of the terms over the global batch / how many are > 0 (pml's
+  `AvgNonZeroReducer`; 0 when none is). The count is a constant."""
+  total = jnp.sum(terms)
+  count = jax.lax.stop_gradient(jnp.sum(terms > 0).astype(jnp.float32))
+  if axis_name is not None:
+    total, count = jax.lax.psum((total, count), axis_name)
+  return total / jnp.maximum(count, 1.0)
 
 
 def _weighted_metric_loss(
@@ -193,27 +245,30 @@ def _weighted_metric_loss(
   margin: float,
   alpha: float,
   beta: float,
+  axis_name: str | None,
 ) -> jax.Array:
-  """Per-anchor metric loss with soft positive / negative targets: [b]."""
+  """Metric loss of anchors [b] x keys [k] with soft targets: a global
+  scalar. `sim`: cosine similarities; `w_pos`, `w_neg`: [b, k] weights."""
   if kind == "multi_similarity":
     pos = _log1p_weighted_sum_exp(-alpha * (sim - margin), w_pos) / alpha
     neg = _log1p_weighted_sum_exp(beta * (sim - margin), w_neg) / beta
-    return pos + neg
-  # Contrastive (Hadsell et al.) in Metrix's mixed-target form.
-  n_pos = jnp.maximum(jnp.sum(w_pos > 0, axis=1), 1)
-  n_neg = jnp.maximum(jnp.sum(w_neg > 0, axis=1), 1)
-  pos = -jnp.sum(w_pos * sim, axis=1) / n_pos
-  neg = jnp.sum(w_neg * jax.nn.relu(sim - margin), axis=1) / n_neg
+    return global_mean((pos + neg).mean(), axis_name)
+  # Contrastive on Euclidean distances of unit vectors (pml
+  # ContrastiveLoss(pos_margin=0, neg_margin=margin), as the Metrix code):
+  # d^2 = 2 - 2 s, clipped before the sqrt so that gradients stay finite.
+  dist = jnp.sqrt(jnp.maximum(2.0 - 2.0 * sim, 1e-12))
+  pos = _avg_nonzero(w_pos * dist, axis_name)
+  neg = _avg_nonzero(w_neg * jax.nn.relu(margin - dist), axis_name)
   return pos + neg
 
 
 def metrix(
   emb: jax.Array,
   ids: jax.Array,
-  mixed_emb: jax.Array,
-  mixed_ids_a: jax.Array,
-  mixed_ids_b: jax.Array,
-  mix_lambda: jax.Array,
+  mixed_emb: jax.Array | None = None,
+  mixed_ids_a: jax.Array | None = None,
+  mixed_ids_b: jax.Array | None = None,
+  mix_lambda: jax.Array | None = None,
   *,
   loss: str = "multi_similarity",
   mix_weight: float = 1.0,
@@ -229,22 +284,27 @@ def metrix(
   example u = lam * x_a + (1 - lam) * x_b (mixed at the input, a feature
   map or the embedding) is a soft positive of anchor i with weight
   w+ = lam [y_i = y_a] + (1 - lam) [y_i = y_b] and a soft negative with
-  w- = 1 - w+ (the interpolated target). With cosine similarity s:
+  w- = 1 - w+ (the interpolated target). Embeddings are L2-normalised;
+  s = cosine similarity, d = Euclidean distance.
 
-    multi-similarity (alpha, beta, margin m):
+    multi-similarity (alpha, beta, margin m), mean over anchors of
       l(i) = 1/alpha log(1 + sum_u w+ e^{-alpha (s_iu - m)})
            + 1/beta  log(1 + sum_u w- e^{ beta (s_iu - m)})
-    contrastive:
-      l(i) = -sum_u w+ s_iu / |U+(i)| + sum_u w- [s_iu - m]_+ / |U-(i)|
+    contrastive (the official code: pml `ContrastiveLoss(pos_margin=0,
+    neg_margin=m)` with its `AvgNonZeroReducer`; Metrix's mixed term
+    `lam d + (1 - lam) [m - d]_+`), over all (anchor, key) pairs:
+      sum w+ d_iu / #{w+ d_iu > 0} + sum w- [m - d_iu]_+ / #{w- [.]_+ > 0}
 
-  The returned loss is clean + mix_weight * mixed, each averaged
-  over the anchors; the clean loss is the same formula over the other
-  clean embeddings with 0/1 targets (= pytorch-metric-learning's
-  `MultiSimilarityLoss` without a miner).
+  The returned loss is clean + mix_weight * mixed; the clean loss is the
+  same formula over the other clean embeddings with 0/1 targets (= pml's
+  `MultiSimilarityLoss` / `ContrastiveLoss` without a miner). Every mixed
+  example is a key of every anchor (the paper's general form); the
+  official code pairs each mixed example with one anchor only.
 
   Args:
     emb: [b, d] clean embeddings (anchors), ids: [b] their labels.
-    mixed_emb: [m, d] embeddings of the mixed examples.
+    mixed_emb: [m, d] embeddings of the mixed examples, or None: the
+      clean loss alone (the unmixed baseline).
     mixed_ids_a, mixed_ids_b: [m] labels of their two components.
     mix_lambda: [m] weight of component a.
     loss: "multi_similarity" or "contrastive".
@@ -252,23 +312,18 @@ def metrix(
     margin, alpha, beta: the metric loss' hyper-parameters.
     axis_name: mapped axis (keys are gathered across devices), or None.
   Returns:
-    (loss, aux) with aux["clean"], aux["mixed"].
+    (loss, aux) with aux["clean"] (and aux["mixed"]).
   """
-  if loss not in ("multi_similarity", "contrastive"):
+  if loss not in METRIX_LOSSES:
     raise ValueError(
       f"loss must be 'multi_similarity' or 'contrastive', got {loss!r}"
     )
   _check_2d("emb", emb)
   b, d = emb.shape
   _check_1d("ids", ids, b)
-  _check_2d("mixed_emb", mixed_emb)
-  m = mixed_emb.shape[0]
-  if mixed_emb.shape[1] != d:
-    raise ValueError(f"mixed_emb must be [m, {d}], got {mixed_emb.shape}")
-  _check_1d("mixed_ids_a", mixed_ids_a, m)
-  _check_1d("mixed_ids_b", mixed_ids_b, m)
-  _check_1d("mix_lambda", mix_lambda, m)
-  kw = dict(kind=loss, margin=margin, alpha=alpha, beta=beta)
+  kw = dict(
+    kind=loss, margin=margin, alpha=alpha, beta=beta, axis_name=axis_name
+  )
   q = l2_normalize(emb)
   keys = gather(q, axis_name)  # [n*b, d]
   key_ids = gather(ids, axis_name)
@@ -278,19 +333,30 @@ def metrix(
   same = ids[:, None] == key_ids[None, :]  # [b, n*b]
   w_pos = (same & ~is_self).astype(jnp.float32)
   w_neg = (~same).astype(jnp.float32)
-  clean = _weighted_metric_loss(q @ keys.T, w_pos, w_neg, **kw).mean()
-
+  clean = _weighted_metric_loss(q @ keys.T, w_pos, w_neg, **kw)
+  if mixed_emb is None:
+    return clean, {"clean": clean}
+  _check_2d("mixed_emb", mixed_emb)
+  m = mixed_emb.shape[0]
+  if mixed_emb.shape[1] != d:
+    raise ValueError(f"mixed_emb must be [m, {d}], got {mixed_emb.shape}")
+  _check_1d("mixed_ids_a", mixed_ids_a, m)
+  _check_1d("mixed_ids_b", mixed_ids_b, m)
+  _check_1d("mix_lambda", mix_lambda, m)
   mk = gather(l2_normalize(mixed_emb), axis_name)  # [n*m, d]
   lam = gather(mix_lambda.astype(jnp.float32), axis_name)
   ida, idb = gather(mixed_ids_a, axis_name), gather(mixed_ids_b, axis_name)
   w_pos = lam * (ids[:, None] == ida) + (1.0 - lam) * (ids[:, None] == idb)
-  mixed = _weighted_metric_loss(q @ mk.T, w_pos, 1.0 - w_pos, **kw).mean()
-  clean, mixed = global_mean((clean, mixed), axis_name)
+  mixed = _weighted_metric_loss(q @ mk.T, w_pos, 1.0 - w_pos, **kw)
   return clean + mix_weight * mixed, {"clean": clean, "mixed": mixed}
 
 
 def sample_mix_partners(
-  rng: jax.Array, ids: jax.Array, *, alpha: float = 1.0
+  rng: jax.Array,
+  ids: jax.Array,
+  *,
+  alpha: float = 1.0,
+  per_batch: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
   """A mixing partner of another identity and a weight for every row.
 
@@ -298,13 +364,15 @@ def sample_mix_partners(
   mismatched pairs: row i is mixed as lam_i * x_i + (1 - lam_i) *
   x_partner[i], with partner[i] drawn uniformly among the rows of another
   id (any other row if the batch has a single id) and lam_i ~ Beta(alpha,
-  alpha). Call it on the global batch, outside `shard_map`; the mixed
+  alpha) (one lam for every row with `per_batch`, as the Metrix code
+  draws it). Call it on the global batch, outside `shard_map`; the mixed
   targets are (ids, ids[partner], lam).
 
   Args:
     rng: PRNG key.
     ids: [b] int labels.
     alpha: Beta parameter (1.0: uniform weights).
+    per_batch: one weight for the whole batch.
   Returns:
     (partner [b] int32, lam [b] float32).
   """
@@ -317,8 +385,10 @@ def sample_mix_partners(
   allowed = jnp.where(jnp.any(other, axis=1, keepdims=True), other, not_self)
   scores = jax.random.uniform(k_partner, (b, b))
   partner = jnp.argmax(jnp.where(allowed, scores, -1.0), axis=1)
+  shape = () if per_batch else (b,)
   if isinstance(alpha, int | float) and alpha == 1.0:  # Beta(1, 1) = U(0, 1)
-    lam = jax.random.uniform(k_lam, (b,))
+    lam = jax.random.uniform(k_lam, shape)
   else:
-    lam = jax.random.beta(k_lam, alpha, alpha, (b,))
+    lam = jax.random.beta(k_lam, alpha, alpha, shape)
+  lam = jnp.broadcast_to(lam, (b,))
   return partner.astype(jnp.int32), lam.astype(jnp.float32)

@@ -14,6 +14,8 @@ config and its tests: the loop, the step and the inputs do not change.
 | isr | isr | matched positives, reliability weights |
 | dino, cion | dino | self-distillation with an EMA teacher |
 | domainmix | domainmix | source labels + target pseudo labels |
+| decoupled_mixup | decoupled_mixup | supervised + (decoupled) mixup CE |
+| metrix | metrix | metric loss with mixed examples and targets |
 """
 
 from collections.abc import Mapping
@@ -23,10 +25,12 @@ from idlearn import fields
 from idlearn.methods import (
   barlow_twins,
   contrastive,
+  decoupled_mixup,
   dino,
   domainmix,
   isr,
   margin,
+  metrix,
   supervised,
 )
 from idlearn.methods.base import (
@@ -38,7 +42,17 @@ from idlearn.methods.base import (
   make_loader,
 )
 
-_MODULES = (supervised, margin, contrastive, barlow_twins, isr, dino, domainmix)
+_MODULES = (
+  supervised,
+  margin,
+  contrastive,
+  barlow_twins,
+  isr,
+  dino,
+  domainmix,
+  decoupled_mixup,
+  metrix,
+)
 # Plain dicts filled here (no import side effects elsewhere).
 METHODS: dict[str, type[Method]] = {
   name: cls for m in _MODULES for cls in m.METHODS for name in cls.NAMES

@@ -233,10 +233,37 @@ class VerificationEvaluator(_Evaluator):
     return verification.scalars(res, self.name)
 
 
+class UtilizationEvaluator(_Evaluator):
+  """How close the test images come to the training images in feature
+  space (`evaluators.utilization`: mean squared distance of unit features
+  to the nearest training one; lower = the space is better used)."""
+
+  FIELDS = {"train_split": "train", "test_split": fields.REQUIRED}
+
+  def _load(self):
+    from idlearn import data
+
+    kw = dict(image_size=tuple(self.cfg["image_size"]), **self._files())
+    name, cfg = self.cfg["data"], self.cfg
+    train = data.load_split(name, cfg["train_split"], **kw)["image"]
+    return train, data.load_split(name, cfg["test_split"], **kw)["image"]
+
+  def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
+    from idlearn.evaluators import utilization
+
+    del picture_dir
+    train, test = self.data()
+    u = utilization.utilization(
+      self.features(state, test), self.features(state, train)
+    )
+    return {f"eval/{self.name}/utilization": u}
+
+
 TYPES = {
   "reid": ReidEvaluator,
   "video_reid": VideoReidEvaluator,
   "verification": VerificationEvaluator,
+  "utilization": UtilizationEvaluator,
 }
 
 

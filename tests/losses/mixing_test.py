@@ -125,17 +125,23 @@ def _np_log_softmax(z):
   return z - np.log(np.exp(z).sum())
 
 
-def _np_dm(logits, a, b, lam, eta):
+def _np_dm(logits, a, b, lam, eta, mode="both", power=1.0):
+  """openmixup soft_mix_cross_entropy + ClsMixupHead eta weights, per row
+  (lam_scale_mode="pow", lam_thr=1, lam_idx=power, thr 0.5)."""
   out = []
   for z, ya, yb, la in zip(logits, a, b, lam, strict=True):
     lp = _np_log_softmax(z)
     loss = -(la * lp[ya] + (1 - la) * lp[yb])
-    if ya != yb:
+    if ya != yb and 1e-3 < la < 1 - 1e-3 and la != 0.5:
+      w = {"both": [la, 1 - la],
+           "less": [la, 0] if la < 0.5 else [0, 1 - la],
+           "more": [la, 0] if la >= 0.5 else [0, 1 - la]}[mode]  # fmt: skip
+      eta_a, eta_b = (eta * wi**power if wi > 0 else 0.0 for wi in w)
       keep_a = np.delete(np.arange(len(z)), yb)  # softmax without class b
       keep_b = np.delete(np.arange(len(z)), ya)
       pa = _np_log_softmax(z[keep_a])[list(keep_a).index(ya)]
       pb = _np_log_softmax(z[keep_b])[list(keep_b).index(yb)]
-      loss += -eta * (pa + pb)
+      loss += -(eta_a * pa + eta_b * pb)
     out.append(loss)
   return np.mean(out)
 
@@ -150,16 +156,24 @@ def _dm_inputs(b=16, c=7, seed=1):
   return logits, ya, yb, lam
 
 
-def test_decoupled_mixup_matches_numpy_formula():
+@pytest.mark.parametrize(
+  "mode, power", [("both", 1.0), ("both", 0.0), ("less", 0.5), ("more", 1.0)]
+)
+def test_decoupled_mixup_matches_numpy_formula(mode, power):
   logits, ya, yb, lam = _dm_inputs()
-  want = _np_dm(logits, ya, yb, lam, 0.1)
-  got, aux = jax.jit(mixing.decoupled_mixup)(
-    jnp.asarray(logits, jnp.float32), ya, yb, jnp.asarray(lam, jnp.float32)
-  )
+  lam[3], lam[4] = 0.5, 1.0  # openmixup: no decoupled term for these
+  want = _np_dm(logits, ya, yb, lam, 0.1, mode, power)
+  got, aux = jax.jit(
+    lambda *a: mixing.decoupled_mixup(*a, eta_mode=mode, lam_power=power)
+  )(jnp.asarray(logits, jnp.float32), ya, yb, jnp.asarray(lam, jnp.float32))
   np.testing.assert_allclose(got, want, rtol=RTOL)
   np.testing.assert_allclose(
     aux["mixup_ce"] + 0.1 * aux["decoupled"], want, rtol=RTOL
   )
+  plain = mixing.decoupled_mixup(
+    jnp.asarray(logits), ya, yb, jnp.asarray(lam), eta=0.0
+  )[0]
+  np.testing.assert_allclose(plain, aux["mixup_ce"], rtol=RTOL)
 
 
 def test_decoupled_mixup_reduces_to_ce_when_unmixed():
@@ -199,6 +213,11 @@ def test_decoupled_mixup_finite_and_bad_shapes():
     mixing.decoupled_mixup(
       jnp.zeros((4, 3)), jnp.zeros(4, int), jnp.zeros(3, int), jnp.ones(4)
     )
+  with pytest.raises(ValueError, match="eta_mode"):
+    mixing.decoupled_mixup(
+      jnp.zeros((4, 3)), jnp.zeros(4, int), jnp.zeros(4, int), jnp.ones(4),
+      eta_mode="all",
+    )  # fmt: skip
 
 
 # --- Metrix ---
@@ -208,27 +227,41 @@ def _np_norm(x):
   return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _np_metric(s, wp, wn, kind, m=0.5, a=2.0, b=50.0):
-  if kind == "multi_similarity":
-    pos = np.log1p(np.sum(wp * np.exp(-a * (s - m)))) / a
-    neg = np.log1p(np.sum(wn * np.exp(b * (s - m)))) / b
-    return pos + neg
-  pos = -np.sum(wp * s) / max(np.sum(wp > 0), 1)
-  neg = np.sum(wn * np.maximum(s - m, 0)) / max(np.sum(wn > 0), 1)
+def _np_ms(s, wp, wn, m=0.5, a=2.0, b=50.0):
+  """Multi-similarity of one anchor: s, wp, wn [k]."""
+  pos = np.log1p(np.sum(wp * np.exp(-a * (s - m)))) / a
+  neg = np.log1p(np.sum(wn * np.exp(b * (s - m)))) / b
   return pos + neg
 
 
-def _np_metrix(emb, ids, memb, ia, ib, lam, kind, w):
+def _np_avg_nonzero(terms):
+  terms = np.concatenate(terms)
+  return terms.sum() / max(np.sum(terms > 0), 1)
+
+
+def _np_metrix(emb, ids, memb, ia, ib, lam, kind, w, m=0.5):
+  """Per-anchor MS means, or the pair-wise contrastive of the Metrix code
+  (Euclidean distances, non-zero averages over all pairs)."""
   q, mk = _np_norm(emb), _np_norm(memb)
-  clean, mixed = [], []
+  terms = {"clean": ([], [], []), "mixed": ([], [], [])}
   for i in range(len(q)):
     others = np.arange(len(q)) != i
-    s = q[others] @ q[i]
     same = (ids[others] == ids[i]).astype(float)
-    clean.append(_np_metric(s, same, 1 - same, kind))
     wp = lam * (ia == ids[i]) + (1 - lam) * (ib == ids[i])
-    mixed.append(_np_metric(mk @ q[i], wp, 1 - wp, kind))
-  return np.mean(clean) + w * np.mean(mixed)
+    for key, k, pos in (("clean", q[others], same), ("mixed", mk, wp)):
+      ms, tp, tn = terms[key]
+      ms.append(_np_ms(k @ q[i], pos, 1 - pos, m))
+      d = np.linalg.norm(k - q[i], axis=1)
+      tp.append(pos * d)
+      tn.append((1 - pos) * np.maximum(m - d, 0))
+  if kind == "multi_similarity":
+    value = {key: np.mean(t[0]) for key, t in terms.items()}
+  else:
+    value = {
+      key: _np_avg_nonzero(t[1]) + _np_avg_nonzero(t[2])
+      for key, t in terms.items()
+    }
+  return value["clean"] + w * value["mixed"], value
 
 
 def _metrix_inputs(b=16, d=8, seed=2):
@@ -245,25 +278,38 @@ def _metrix_inputs(b=16, d=8, seed=2):
 @pytest.mark.parametrize("kind", ["multi_similarity", "contrastive"])
 def test_metrix_matches_numpy_formula(kind):
   emb, ids, memb, ia, ib, lam = _metrix_inputs()
-  want = _np_metrix(emb, ids, memb, ia, ib, lam, kind, 0.5)
+  want, terms = _np_metrix(emb, ids, memb, ia, ib, lam, kind, 0.5, m=0.8)
   args = [jnp.asarray(emb, jnp.float32), ids, jnp.asarray(memb, jnp.float32)]
-  got, _ = jax.jit(
-    lambda *a: mixing.metrix(*a, loss=kind, mix_weight=0.5),
+  got, aux = jax.jit(
+    lambda *a: mixing.metrix(*a, loss=kind, mix_weight=0.5, margin=0.8),
   )(*args, ia, ib, jnp.asarray(lam, jnp.float32))
   np.testing.assert_allclose(got, want, rtol=RTOL)
+  np.testing.assert_allclose(aux["mixed"], terms["mixed"], rtol=RTOL)
+  clean, aux = mixing.metrix(args[0], ids, loss=kind, margin=0.8)  # unmixed
+  np.testing.assert_allclose(clean, terms["clean"], rtol=RTOL)
+  assert set(aux) == {"clean"}
 
 
-def test_metrix_clean_term_matches_pytorch_metric_learning():
+@pytest.mark.parametrize("kind", ["multi_similarity", "contrastive"])
+def test_metrix_clean_term_matches_pytorch_metric_learning(kind):
   emb, ids, memb, ia, ib, lam = _metrix_inputs()
-  peer = pml_losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5)
+  peer = {
+    "multi_similarity": pml_losses.MultiSimilarityLoss(
+      alpha=2.0, beta=50.0, base=0.5
+    ),
+    # the Metrix code's clean loss (LpDistance on unit embeddings)
+    "contrastive": pml_losses.ContrastiveLoss(pos_margin=0, neg_margin=0.5),
+  }[kind]
   want = peer(torch.tensor(emb), torch.tensor(ids)).item()
   _, aux = mixing.metrix(
-    jnp.asarray(emb, jnp.float32), ids, jnp.asarray(memb), ia, ib, lam
-  )
+    jnp.asarray(emb, jnp.float32), ids, jnp.asarray(memb), ia, ib, lam,
+    loss=kind,
+  )  # fmt: skip
   np.testing.assert_allclose(aux["clean"], want, rtol=RTOL)
 
 
-def test_metrix_sharded_equals_global():
+@pytest.mark.parametrize("kind", ["multi_similarity", "contrastive"])
+def test_metrix_sharded_equals_global(kind):
   emb, ids, memb, ia, ib, lam = _metrix_inputs()
   args = [
     jnp.asarray(emb, jnp.float32),
@@ -273,21 +319,24 @@ def test_metrix_sharded_equals_global():
     jnp.asarray(ib),
     jnp.asarray(lam, jnp.float32),
   ]
-  got, g_got = _sharded(mixing.metrix, args, (0, 2))
-  want, g_want = _single(mixing.metrix, args, (0, 2))
+  got, g_got = _sharded(mixing.metrix, args, (0, 2), loss=kind)
+  want, g_want = _single(mixing.metrix, args, (0, 2), loss=kind)
   chex.assert_trees_all_close(got, want, rtol=RTOL)
   chex.assert_trees_all_close(g_got, g_want, rtol=RTOL, atol=1e-7)
 
 
-def test_metrix_finite_at_zero_and_bad_input():
+@pytest.mark.parametrize("kind", ["multi_similarity", "contrastive"])
+def test_metrix_finite_at_zero_and_bad_input(kind):
   z = jnp.zeros((4, 3))
   ids = jnp.array([0, 0, 1, 1])
-  g = jax.jit(
+  half = jnp.full((4,), 0.5)
+  grad = jax.jit(
     jax.grad(
-      lambda e: mixing.metrix(e, ids, e, ids, ids[::-1], jnp.full((4,), 0.5))[0]
+      lambda e: mixing.metrix(e, ids, e, ids, ids[::-1], half, loss=kind)[0]
     )
-  )(z)
-  assert np.isfinite(np.asarray(g)).all()
+  )
+  for x in (z, jnp.ones((4, 3))):  # zero vectors; equal ones (distance 0)
+    assert np.isfinite(np.asarray(grad(x))).all()
   with pytest.raises(ValueError, match="loss"):
     mixing.metrix(z, ids, z, ids, ids, jnp.ones(4), loss="triplet")
   with pytest.raises(ValueError, match="mixed_emb"):
@@ -305,3 +354,8 @@ def test_sample_mix_partners():
   np.testing.assert_array_equal(partner, again)
   single, _ = sample(jax.random.key(2), jnp.zeros(400, int))
   assert (np.asarray(single) != np.arange(400)).all()  # one id: any other row
+  again, lam = mixing.sample_mix_partners(
+    jax.random.key(0), ids, alpha=2.0, per_batch=True
+  )
+  np.testing.assert_array_equal(again, partner)  # the same partners
+  assert lam.shape == (400,) and np.all(lam == lam[0]) and 0 < lam[0] < 1
