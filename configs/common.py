@@ -144,6 +144,11 @@ def pku_reid_eval(size) -> dict:
                             camera_centering=True))  # fmt: skip
 
 
+# --- Market-1501 mini (bundled): 16 training ids (32 images), 16 other ids
+# in query / gallery, 6 cameras.
+MARKET1501_MINI = os.path.join(BUNDLED, "market1501_mini")
+
+
 # --- MARS mini (../shared/data): 32 training tracklets (16 ids, 6 cameras),
 # query / gallery tracklets of 16 other ids.
 def mars_train_images() -> int:

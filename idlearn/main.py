@@ -3,6 +3,7 @@ r"""Command line: train or evaluate an experiment, and use its encoder.
   idlearn train --config=configs/quickstart.py --workdir=runs/qs
   idlearn eval --config=configs/quickstart.py --workdir=runs/qs
   idlearn embed | export | score | evaluate --model=runs/qs ...
+  idlearn select --pool=NAME=DIR ... --target=DIR --ids=N --out=DIR
   idlearn <command> --help
 
 `python -m idlearn.main --config=... --workdir=... [--mode=eval]` is

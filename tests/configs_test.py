@@ -104,3 +104,17 @@ def test_domainmix_source_only_baseline_drops_the_target():
   assert base.miner is None and base.method.name == "supervised"
   assert base.evals.to_dict() == full.evals.to_dict()  # same test sets
   assert base.total_steps == full.total_steps
+
+
+def test_snp_arms_differ_only_in_the_selection():
+  arms = {a: _load("snp_mars").get_config(f"select={a}") for a in
+          ("snp", "random", "all")}  # fmt: skip
+  snp, rand, every = (arms[a].to_dict() for a in ("snp", "random", "all"))
+  assert snp["select"]["ids"] == rand["select"]["ids"] > 0
+  assert every["select"]["ids"] == 0  # the whole pool
+  for arm in (rand, every):
+    assert {k: v for k, v in arm.items() if k != "select"} == {
+      k: v for k, v in snp.items() if k != "select"
+    }
+  with pytest.raises(ValueError, match="select='best'"):
+    _load("snp_mars").get_config("select=best")

@@ -1,1 +1,2 @@
-"""Positive mining and pseudo labels: ISR frame matching, DomainMix clusters."""
+"""Positive mining and pseudo labels: ISR frame matching, DomainMix clusters;
+and training-data search: SnP (`snp`, `selection`)."""

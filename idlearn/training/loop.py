@@ -50,6 +50,8 @@ FIELDS = {
   "model": None,
   "method": None,
   "miner": None,  # host-side mining between steps (the method's miner)
+  # a training-set search run once before training (idlearn.mining.selection)
+  "select": None,
   "optim": None,
   "evals": None,
 }
@@ -340,6 +342,7 @@ def train(
   _check_run_fields(fields.resolve(config, FIELDS, "config"), mesh)
   _check_workdir(workdir)
   with workdir_lib.WorkdirLock(workdir), _disk_full_as_error(workdir):
+    config = _with_selection(config, workdir)
     run = build(config, mesh, **given)
     inputs = inputs_lib.Inputs(
       run.loader, run.method.miner, run.mesh, run.encoder
@@ -364,6 +367,41 @@ def train(
       return _run(run, state, inputs, ckpt, workdir)
     finally:
       ckpt.close()
+
+
+def _with_selection(config: Any, workdir: str) -> Any:
+  """`config` training on `config.select`'s image folder, if it has one.
+
+  The search (e.g. SnP) runs once, into WORKDIR/selection/ (kept, and
+  reused by a resume or an evaluation: `mining.selection.materialize`), and
+  config.input becomes that `image_folder`, built into
+  WORKDIR/selection/tfds unless config.input.data_dir says otherwise.
+  Every process computes the features (one computation over all devices);
+  process 0 writes.
+  """
+  cfg = fields.resolve(config, FIELDS, "config")
+  if not cfg["select"]:
+    return config
+  from idlearn.mining import selection
+
+  if (cfg["input"] or {}).get("manual_dir"):
+    raise ConfigError(
+      "config.select writes the training folder: leave "
+      "config.input.manual_dir empty"
+    )
+  root = os.path.join(workdir, "selection")
+  folder, report = selection.materialize(
+    cfg["select"], root, write=jax.process_index() == 0
+  )
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("idlearn.select")
+  if report:
+    writer_lib.say(report)
+  inp = {**(cfg["input"] or {}), "name": "image_folder", "manual_dir": folder}
+  inp["data_dir"] = inp.get("data_dir") or os.path.join(root, "tfds")
+  return {**cfg, "input": inp}
 
 
 def _check_workdir(workdir: str) -> None:
@@ -577,7 +615,8 @@ def _save_config(config, workdir):
 
 def restore(config: Any, workdir: str, **given: Any) -> tuple:
   """(run, state, step) of the latest readable checkpoint of `workdir`,
-  built from `config` (read-only: nothing is created or written).
+  built from `config` (read-only: nothing is created or written, but a
+  `config.select` folder that is missing is made again).
 
   Raises:
     CheckpointError: no readable checkpoint in `workdir`, or an
@@ -588,7 +627,7 @@ def restore(config: Any, workdir: str, **given: Any) -> tuple:
     raise CheckpointError(f"no checkpoint in {checkpoints}")
   mesh = given.pop("mesh", None)
   given.setdefault("loader", [])  # no training input needed
-  run = build(config, mesh, **given)
+  run = build(_with_selection(config, workdir), mesh, **given)
   sample = (
     run.method.miner.sample()
     if run.method.miner is not None
