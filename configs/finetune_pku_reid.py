@@ -12,10 +12,11 @@ recipe (batch-hard triplet + label-smoothed CE with a BNNeck, 20 epochs of
 PKU-Reid) starting from the stage-1 encoder (`init=`), or from scratch
 (`init=` empty: the quickstart itself, the baseline arm).
 
-  python -m idlearn.main --config=configs/finetune_pku_reid.py:stage=pretrain,seed=0 \
-      --workdir=runs/finetune/pretrain_s0
   python -m idlearn.main \
-      --config=configs/finetune_pku_reid.py:seed=0,init=runs/finetune/pretrain_s0/encoder/final \
+      --config=configs/finetune_pku_reid.py:stage=pretrain,seed=0 \
+      --workdir=runs/finetune/pretrain_s0
+  python -m idlearn.main --config=configs/finetune_pku_reid.py:seed=0,$(
+      )init=runs/finetune/pretrain_s0/encoder/final \
       --workdir=runs/finetune/finetune_s0
   python -m idlearn.main --config=configs/finetune_pku_reid.py:seed=0 \
       --workdir=runs/finetune/scratch_s0           # = configs/quickstart.py

@@ -1,7 +1,7 @@
 """Printing results: the table training and `idlearn evaluate` print."""
 
 # Metrics that are not fractions: printed as they are, not in %.
-_PLAIN = ("utilization",)
+_PLAIN = ("utilization", "effective_rank", "effective_rank_unit")
 
 
 def _value(metric: str, value: float) -> str:

@@ -11,4 +11,6 @@ Modules (imported on use; only `linear_probe` needs JAX):
   linear_probe    optax L-BFGS softmax probe on frozen features
   utilization     mean squared distance from test to nearest training
                   feature (Metrix's embedding-space utilization)
+  effective_rank  exp(entropy of the normalised singular values) of the
+                  centred features (Roy & Vetterli): dimensional collapse
 """

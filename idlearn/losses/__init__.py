@@ -40,6 +40,7 @@ from idlearn.losses.domain import (  # noqa: E402
   domain_balance,
   domain_classification,
 )
+from idlearn.losses.hydra import hydra  # noqa: E402
 from idlearn.losses.mixing import (  # noqa: E402
   decoupled_mixup,
   metrix,
@@ -67,6 +68,7 @@ __all__ += [
   "dino",
   "domain_balance",
   "domain_classification",
+  "hydra",
   "metrix",
   "mixed_barlow_twins_regularizer",
   "reliability_contrastive",

@@ -16,6 +16,7 @@ config and its tests: the loop, the step and the inputs do not change.
 | domainmix | domainmix | source labels + target pseudo labels |
 | decoupled_mixup | decoupled_mixup | supervised + (decoupled) mixup CE |
 | metrix | metrix | metric loss with mixed examples and targets |
+| hydra | hydra | gated contrastive loss on (arbitrary) pairs of classes |
 """
 
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from idlearn.methods import (
   decoupled_mixup,
   dino,
   domainmix,
+  hydra,
   isr,
   margin,
   metrix,
@@ -52,6 +54,7 @@ _MODULES = (
   domainmix,
   decoupled_mixup,
   metrix,
+  hydra,
 )
 # Plain dicts filled here (no import side effects elsewhere).
 METHODS: dict[str, type[Method]] = {

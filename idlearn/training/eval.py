@@ -259,11 +259,43 @@ class UtilizationEvaluator(_Evaluator):
     return {f"eval/{self.name}/utilization": u}
 
 
+class EffectiveRankEvaluator(_Evaluator):
+  """Dimensional collapse of the feature on one split
+  (`evaluators.effective_rank`: exp of the entropy of the normalised
+  singular values of the centred features; 1 = one direction, d = all),
+  of the features as they are and of their unit rows (cosine retrieval)."""
+
+  FIELDS = {"split": fields.REQUIRED}
+
+  def _load(self):
+    from idlearn import data
+
+    return data.load_split(
+      self.cfg["data"],
+      self.cfg["split"],
+      image_size=tuple(self.cfg["image_size"]),
+      **self._files(),
+    )["image"]
+
+  def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
+    from idlearn.evaluators.effective_rank import effective_rank
+
+    del picture_dir
+    feats = self.features(state, self.data())
+    return {
+      f"eval/{self.name}/effective_rank": effective_rank(feats),
+      f"eval/{self.name}/effective_rank_unit": effective_rank(
+        feats, normalize=True
+      ),
+    }
+
+
 TYPES = {
   "reid": ReidEvaluator,
   "video_reid": VideoReidEvaluator,
   "verification": VerificationEvaluator,
   "utilization": UtilizationEvaluator,
+  "effective_rank": EffectiveRankEvaluator,
 }
 
 
