@@ -42,12 +42,14 @@ def _needs_shared_data(config) -> None:
 
 # idlearn.load is checked against the evaluator on one run of each kind of
 # retrieval feature: a BNNeck, a margin head's embedding, a projection
-# head's input, a DINO student's backbone.
+# head's input, a DINO student's backbone, an MMT mean teacher (the first
+# of two networks, with non-local layers between its stages).
 EMBED_CHECKED = (
   "supervised_pku_reid",
   "arcface_att_faces",
   "simclr_pku_reid",
   "dino_mars",
+  "awb_pku_mars",
 )
 
 
@@ -104,6 +106,43 @@ def test_domainmix_source_only_baseline_drops_the_target():
   assert base.miner is None and base.method.name == "supervised"
   assert base.evals.to_dict() == full.evals.to_dict()  # same test sets
   assert base.total_steps == full.total_steps
+
+
+def test_cacl_arms_differ_only_in_cd_weight_at_domainmix_budget():
+  full = _load("cacl_pku_mars").get_config().to_dict()
+  no_cd = _load("cacl_pku_mars").get_config("cd=0").to_dict()
+  assert full["method"]["cd_weight"] > 0 == no_cd["method"]["cd_weight"]
+  no_cd["method"]["cd_weight"] = full["method"]["cd_weight"]
+  assert no_cd == full
+  dm = _load("domainmix_pku_mars").get_config().to_dict()
+  for key in ("total_steps", "input", "views", "model", "optim", "evals"):
+    assert full[key] == dm[key], key
+  m = full["miner"]
+  assert m["name"] == "camera_curriculum" and m["data"] == "mars"
+  assert m["source_steps"] % m["every_steps"] == 0
+  assert m["stage_steps"] % m["every_steps"] == 0
+
+
+def test_awb_arms_differ_only_in_the_waveblock_at_domainmix_budget():
+  attention = {"pre_a": "cbam", "post_a": "nonlocal"}
+  arms = {}
+  for arm in ("none", "plain", "pre_a", "post_a"):
+    c = _load("awb_pku_mars").get_config(f"waveblock={arm}").to_dict()
+    assert c["method"].pop("waveblock") == arm
+    after = c["model"]["encoder_kw"].pop("after_stage", ())
+    a = attention.get(arm)
+    assert tuple(after) == (("", a, a, "") if a else ())
+    arms[arm] = c
+  assert all(c == arms["none"] for c in arms.values())
+  dm = _load("domainmix_pku_mars").get_config().to_dict()
+  full = arms["none"]
+  assert full["total_steps"] == dm["total_steps"]
+  assert full["model"] == dm["model"] | {"init": full["model"]["init"]}
+  for key in ("image_size", "global_batch_size", "k"):
+    assert full["input"][key] == dm["input"][key], key
+  # seed s: net1 from source model s, net2 from source model s ^ 1
+  s0, s1 = (_load("awb_pku_mars").get_config(f"seed={s}") for s in (0, 1))
+  assert s0.model.init == s1.method.init2 != s1.model.init == s0.method.init2
 
 
 def test_snp_arms_differ_only_in_the_selection():

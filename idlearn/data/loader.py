@@ -34,23 +34,31 @@ class _PKPlan:
   """Each epoch: every identity once (shuffled) with k of its images.
 
   An identity with fewer than k images repeats some; identities left over
-  after the last full batch of P wait for the next epoch.
+  after the last full batch of P wait for the next epoch. With fewer than
+  P identities and `repeat_ids`, an epoch is ceil(P / #ids) shuffles of
+  them (one identity then fills several of a batch's P slots).
   """
 
-  def __init__(self, ids: np.ndarray, k: int, p: int, seed: int):
+  def __init__(
+    self, ids: np.ndarray, k: int, p: int, seed: int, repeat_ids=False
+  ):
     valid = ids >= 0  # junk (-1) has no identity to group by
     self.groups = [np.flatnonzero(ids == i) for i in np.unique(ids[valid])]
-    if len(self.groups) < p:
+    n = len(self.groups)
+    if n < p and not (repeat_ids and n):
       raise DataError(
         f"sampler='pk' needs P = global_batch_size // k = {p} identities "
-        f"per batch but the split has {len(self.groups)}"
+        f"per batch but the split has {n}"
       )
     self.k, self.p, self.seed = k, p, seed
-    self.epoch_len = (len(self.groups) // p) * p * k
+    self.shuffles = -(-p // n) if n < p else 1
+    self.epoch_len = (self.shuffles * n // p) * p * k
 
   def epoch(self, e: int) -> np.ndarray:
     rng = np.random.default_rng([self.seed, e])
-    order = rng.permutation(len(self.groups))[: self.epoch_len // self.k]
+    n = len(self.groups)
+    order = np.concatenate([rng.permutation(n) for _ in range(self.shuffles)])
+    order = order[: self.epoch_len // self.k]
     rows = [
       rng.choice(g, self.k, replace=len(g) < self.k)
       for g in (self.groups[i] for i in order)
@@ -184,6 +192,7 @@ def make_train_loader(
   group_by: str = "id",
   labels: np.ndarray | None = None,
   pairs: np.ndarray | None = None,
+  repeat_ids: bool = False,
 ) -> grain.IterDataset:
   """Endless, deterministic, resumable training batches of one split.
 
@@ -211,6 +220,8 @@ def make_train_loader(
       "label" (pseudo identities; -1 = not used by "pk"), or None.
     pairs: int [m, 2] record pairs for sampler "pairs" (mined positives):
       each epoch is a permutation of them.
+    repeat_ids: "pk" with fewer than P identities: repeat identities
+      within a batch instead of failing (e.g. few pseudo identities).
 
   Returns:
     A grain IterDataset; `it = iter(loader)` gives dicts of NumPy arrays:
@@ -250,8 +261,9 @@ def make_train_loader(
     plan = _PairPlan(_check_pairs(pairs, len(meta["id"])), seed)
   else:
     plan = _make_plan(
-      sampler, meta, b, global_batch_size, k, seed, frame_gap, group_by
-    )
+      sampler, meta, b, global_batch_size, k, seed, frame_gap, group_by,
+      repeat_ids,
+    )  # fmt: skip
   stream = _Stream(plan, b, process_index, process_count)
   # Batch before reading: an element is a whole batch, so threads and worker
   # processes split the stream by batches and keep its order.
@@ -288,8 +300,9 @@ def _check_pairs(pairs, n: int) -> np.ndarray:
 
 
 def _make_plan(
-  sampler, meta, b, global_batch_size, k, seed, frame_gap, group_by
-):
+  sampler, meta, b, global_batch_size, k, seed, frame_gap, group_by,
+  repeat_ids=False,
+):  # fmt: skip
   if sampler == "random":
     return _RandomPlan(len(meta["id"]), seed)
   if sampler == "pk":
@@ -297,7 +310,7 @@ def _make_plan(
       raise DataError(
         f"sampler='pk': local batch {b} must be a multiple of k={k}"
       )
-    return _PKPlan(meta[group_by], k, global_batch_size // k, seed)
+    return _PKPlan(meta[group_by], k, global_batch_size // k, seed, repeat_ids)
   if sampler == "frame_pairs":
     if "tracklet" not in meta:
       raise DataError(

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from idlearn.encoders import stage_layers
 from idlearn.encoders.conv import (
   Conv,
   batch_norm,
@@ -123,6 +124,11 @@ class ResNet(nn.Module):
     impl: convolution implementation, see `conv.conv2d`.
     remat: in training, recompute each block in the backward pass
       (`remat.recompute_in_backward`) instead of holding its activations.
+    after_stage: layers applied to each stage's output map, one string per
+      stage of `stage_layers.LAYERS` names joined by "+" (e.g. ("",
+      "cbam+wave", "cbam+wave", "") puts CBAM then WaveBlock after stages
+      2 and 3); their parameters sit under "stage{i}_{name}". Layers that
+      draw randomness in training ("wave") need their PRNG stream.
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -134,6 +140,7 @@ class ResNet(nn.Module):
   dtype: Dtype = jnp.float32
   impl: str = "auto"
   remat: bool = False
+  after_stage: Sequence[str] = ()
 
   @property
   def feature_dim(self) -> int:
@@ -148,12 +155,14 @@ class ResNet(nn.Module):
       train: batch statistics from the batch (and updated) if True.
     Returns:
       (emb float32 [n, feature_dim], aux) with aux "stage1".."stage4" feature
-      maps [n, h_i, w_i, c_i] and "pooled" (= emb).
+      maps [n, h_i, w_i, c_i] (after the stage's `after_stage` layers) and
+      "pooled" (= emb).
     """
     if self.last_stride not in (1, 2):
       raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}")
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"images must be [n, h, w, 3], got {images.shape}")
+    inserts = stage_layers.parse(self.after_stage, len(self.stage_sizes))
     x = images.astype(self.dtype)
     x = Conv(
       self.widths[0], 7, 2, 3, dtype=self.dtype, impl=self.impl, name="conv1"
@@ -177,6 +186,11 @@ class ResNet(nn.Module):
           name=f"layer{s + 1}_{b}",
         )
         x = recompute_in_backward(mdl, x) if self.remat and train else mdl(x)
+      for layer in inserts[s]:
+        x = stage_layers.make(
+          layer, dtype=self.dtype, impl=self.impl,
+          module_name=f"stage{s + 1}_{layer}",
+        )(x, train=train)  # fmt: skip
       aux[f"stage{s + 1}"] = x
     emb = aux["pooled"] = global_pool(x, self.pooling)
     return emb, aux

@@ -47,6 +47,11 @@ from idlearn.losses.mixing import (  # noqa: E402
   mixed_barlow_twins_regularizer,
   sample_mix_partners,
 )
+from idlearn.losses.mutual import (  # noqa: E402
+  soft_cross_entropy,
+  soft_margin_triplet,
+  soft_triplet,
+)
 from idlearn.losses.mutual_info import (  # noqa: E402
   club_init,
   club_log_likelihood,
@@ -74,5 +79,8 @@ __all__ += [
   "reliability_contrastive",
   "sample_mix_partners",
   "secla",
+  "soft_cross_entropy",
+  "soft_margin_triplet",
+  "soft_triplet",
   "update_center",
 ]

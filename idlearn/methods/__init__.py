@@ -14,8 +14,10 @@ config and its tests: the loop, the step and the inputs do not change.
 | isr | isr | matched positives, reliability weights |
 | dino, cion | dino | self-distillation with an EMA teacher |
 | domainmix | domainmix | source labels + target pseudo labels |
+| cacl | cacl | camera-driven curriculum + camera-diversity loss (UDA) |
 | decoupled_mixup | decoupled_mixup | supervised + (decoupled) mixup CE |
 | metrix | metrix | metric loss with mixed examples and targets |
+| mmt | mmt | mutual mean teaching on k-means pseudo labels (+ WaveBlock) |
 | hydra | hydra | gated contrastive loss on (arbitrary) pairs of classes |
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 from idlearn import fields
 from idlearn.methods import (
   barlow_twins,
+  cacl,
   contrastive,
   decoupled_mixup,
   dino,
@@ -33,6 +36,7 @@ from idlearn.methods import (
   isr,
   margin,
   metrix,
+  mmt,
   supervised,
 )
 from idlearn.methods.base import (
@@ -52,9 +56,11 @@ _MODULES = (
   isr,
   dino,
   domainmix,
+  cacl,
   decoupled_mixup,
   metrix,
   hydra,
+  mmt,
 )
 # Plain dicts filled here (no import side effects elsewhere).
 METHODS: dict[str, type[Method]] = {

@@ -145,6 +145,13 @@ class Network:
       variables, x, train=self.train, method=method, **kw
     )
 
+  @property
+  def teacher_params(self) -> PyTree:
+    """The EMA parameters (None without a teacher); read-only, like
+    `params`: a method that keeps state derived from them (e.g. a head
+    re-set at each re-clustering) reads them here."""
+    return self._teacher
+
   def views(self, xs: Sequence[jax.Array], **kw) -> list[Any]:
     """The student on each of `xs` in turn."""
     return [self(x, **kw) for x in xs]
@@ -207,9 +214,11 @@ class Miner(abc.ABC):
     """Re-mines with the current model.
 
     Args:
-      features: (uint8 images [n, h, w, 3], batch_size=64) -> {"emb",
-        "eval"} float32 [n, d] of the current encoder (`encoders.Backbone`
-        of the method; compiled once per image shape, reused).
+      features: (uint8 images [n, h, w, 3], batch_size=64, use_ema=False,
+        path=None) -> {"emb", "eval"} float32 [n, d] of the current
+        encoder (`encoders.Backbone` of the method at `path` of the
+        network's parameters, default `Method.BACKBONE`; of its EMA
+        teacher with `use_ema`; compiled once per image shape, reused).
       state: the current miner state (NumPy).
     Returns:
       (new state (NumPy), scalars to log under their names, a one-line
@@ -292,6 +301,13 @@ class Method(abc.ABC):
   def network(self) -> nn.Module:
     """The trained network: `(images, train=) -> dict of outputs`, with at
     least "emb" and "eval" (see `encoders.backbone`)."""
+
+  def encoder_inits(self, init: str) -> dict[tuple[str, ...], str]:
+    """Where the network's encoders start from: {path of an encoder's
+    `Backbone` in the parameters: weights ("" : fresh)}, given
+    `config.model.init`. Default: the retrieval encoder from `init`. A
+    method with several encoders (two students) names each."""
+    return {tuple(self.BACKBONE): init}
 
   def sharded_params(self) -> tuple[str, ...]:
     """Names of parameters whose rows are split over the data axis (each

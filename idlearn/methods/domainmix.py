@@ -132,22 +132,26 @@ class DomainMix(base.Method):
       "num_clusters": mined["num_clusters"].astype(jnp.float32),
     }
     extras = {
-      "centroids": self._follow(centroids, out["feat"], batch),
+      "centroids": follow_centroids(
+        centroids, out["feat"], batch, cfg["memory_momentum"]
+      ),
       "generation": mined["generation"],
     }
     return total, aux, extras
 
-  def _follow(self, centroids, feat, batch):
-    """Momentum update of the centroids of the batch's pseudo identities."""
-    feat = losses.l2_normalize(jax.lax.stop_gradient(feat))
-    tgt = batch["domain"] == 1
-    label = jnp.where(tgt, batch["label"], 0)
-    onehot = jax.nn.one_hot(label, centroids.shape[0]) * tgt[:, None]  # [b, C]
-    count = onehot.sum(0)  # [C]
-    mean = (onehot.T @ feat) / jnp.maximum(count, 1.0)[:, None]
-    m = self.cfg["memory_momentum"]
-    moved = losses.l2_normalize(m * centroids + (1.0 - m) * mean)
-    return jnp.where((count > 0)[:, None], moved, centroids)
+
+def follow_centroids(centroids, feat, batch, momentum):
+  """Momentum update of the centroids [C, d] of the batch's pseudo
+  identities (target rows: "domain" 1, their "label"); feat [b, d]."""
+  feat = losses.l2_normalize(jax.lax.stop_gradient(feat))
+  tgt = batch["domain"] == 1
+  label = jnp.where(tgt, batch["label"], 0)
+  onehot = jax.nn.one_hot(label, centroids.shape[0]) * tgt[:, None]  # [b, C]
+  count = onehot.sum(0)  # [C]
+  mean = (onehot.T @ feat) / jnp.maximum(count, 1.0)[:, None]
+  m = momentum
+  moved = losses.l2_normalize(m * centroids + (1.0 - m) * mean)
+  return jnp.where((count > 0)[:, None], moved, centroids)
 
 
 class TargetClusterMiner(base.Miner):
@@ -183,26 +187,34 @@ class TargetClusterMiner(base.Miner):
         f"{self.target_batch} target rows; both must be positive multiples "
         f"of config.input.k={k}"
       )
-    self._images = None
+    self._loaded = None
 
   def _target(self) -> dict:
     t = {k: self.cfg[k] for k in ("split", "data_dir", "manual_dir")}
     return {**self.setup.input, "name": self.cfg["data"], **t}
 
-  def images(self) -> np.ndarray:
-    """uint8 [n, h, w, 3]: the whole target split, at the input size."""
-    if self._images is None:
+  def _split(self) -> dict:
+    """The whole target split (`data.load_split`), at the input size."""
+    if self._loaded is None:
       from idlearn import data
 
       t = self._target()
-      self._images = data.load_split(
+      self._loaded = data.load_split(
         t["name"],
         t["split"],
         image_size=tuple(t["image_size"]),
         data_dir=t["data_dir"] or None,
         manual_dir=t["manual_dir"] or None,
-      )["image"]
-    return self._images
+      )
+    return self._loaded
+
+  def images(self) -> np.ndarray:
+    """uint8 [n, h, w, 3]: the whole target split, at the input size."""
+    return self._split()["image"]
+
+  def cams(self) -> np.ndarray:
+    """int32 [n]: the target images' camera ids."""
+    return self._split()["cam"]
 
   def sample(self) -> np.ndarray:
     return np.zeros((1, *self.setup.input["image_size"], 3), np.uint8)
@@ -221,12 +233,36 @@ class TargetClusterMiner(base.Miner):
     }
 
   def refresh(self, features, state):
+    feats = features(self.images(), batch_size=self.cfg["batch_size"])
+    threshold = float(state["indep_threshold"])
+    new, info = self.cluster(feats[self.cfg["feature"]], threshold, state)
+    new["generation"] = np.int32(state["generation"] + 1)
+    c, n = int(new["num_clusters"]), len(new["pseudo"])
+    report = {
+      "pseudo/num_clusters": float(c),
+      "pseudo/num_dropped": float(info["num_dropped"]),
+    }
+    message = (
+      f"pseudo labels: {c} identities, {info['num_dropped']} of "
+      f"{n} target images unused"
+    )
+    return new, report, message
+
+  def cluster(self, feats, threshold, state, include=None):
+    """Reliable pseudo identities of (some of) the target images.
+
+    Args:
+      feats: [m, d] features of the clustered images.
+      threshold: R_indep threshold (< 0: computed from this clustering).
+      state: the miner state (for the shapes).
+      include: bool [n]: the target images `feats` are of (None: all).
+    Returns:
+      ({"pseudo" int32 [n] (-1: unused or not included), "centroids",
+      "num_clusters", "indep_threshold"}, the clustering's info dict).
+    """
     from idlearn.mining import pseudo_labels
 
     cfg = self.cfg
-    feats = features(self.images(), batch_size=cfg["batch_size"])
-    feats = feats[cfg["feature"]]
-    threshold = float(state["indep_threshold"])
     labels, info = pseudo_labels.domainmix_pseudo_labels(
       feats,
       k1=cfg["k1"],
@@ -241,22 +277,17 @@ class TargetClusterMiner(base.Miner):
     centroids = np.zeros_like(state["centroids"])
     for j in range(c):
       centroids[j] = unit(z[labels == j].mean(0))
+    if include is not None:
+      full = np.full(len(include), -1, labels.dtype)
+      full[include] = labels
+      labels = full
     new = {
       "pseudo": labels.astype(np.int32),
       "centroids": centroids.astype(np.float32),
       "num_clusters": np.int32(c),
       "indep_threshold": np.float32(info["indep_threshold"]),
-      "generation": np.int32(state["generation"] + 1),
     }
-    report = {
-      "pseudo/num_clusters": float(c),
-      "pseudo/num_dropped": float(info["num_dropped"]),
-    }
-    message = (
-      f"pseudo labels: {c} identities, {info['num_dropped']} of "
-      f"{len(labels)} target images unused"
-    )
-    return new, report, message
+    return new, info
 
   def loader(self, state, step):
     labels = np.asarray(state["pseudo"])
@@ -274,13 +305,17 @@ class TargetClusterMiner(base.Miner):
         f"{self.target_batch // k} target identities of a batch; lower "
         "config.miner.target_fraction or raise config.miner.eps"
       )
-    seed = self.setup.seed
+    return self.two_domain_loader(labels, step, self.setup.seed)
+
+  def two_domain_loader(self, labels, step, source_seed, **target_kw):
+    """Source batches (P x K labelled ids) + target batches of the pseudo
+    identities `labels` [n]; the target order is drawn from the step."""
     source = base.make_loader(
-      self.setup.input, seed, global_batch_size=self.source_batch
+      self.setup.input, source_seed, global_batch_size=self.source_batch
     )
     target = base.make_loader(
-      self._target(), seed + 7919 * (step + 1),
-      global_batch_size=self.target_batch, labels=labels,
+      self._target(), self.setup.seed + 7919 * (step + 1),
+      global_batch_size=self.target_batch, labels=labels, **target_kw,
     )  # fmt: skip
     return TwoDomainLoader(source, target)
 
@@ -290,16 +325,18 @@ class TwoDomainLoader:
 
   Rows: the source batch, then the target batch; "domain" 0 / 1; target
   "id" offset by `TARGET_ID_OFFSET` (pseudo ids disjoint from source ids),
-  target "label" the pseudo identity (0..C-1).
+  target "label" the pseudo identity (0..C-1). target=None: the source
+  batches alone (every row "domain" 0), in the same layout of keys.
   """
 
   KEYS = ("image", "id", "label", "cam", "index")
 
-  def __init__(self, source, target):
+  def __init__(self, source, target=None):
     self.source, self.target = source, target
 
   def __iter__(self):
-    return _TwoDomainIterator(iter(self.source), iter(self.target))
+    target = None if self.target is None else iter(self.target)
+    return _TwoDomainIterator(iter(self.source), target)
 
 
 class _TwoDomainIterator:
@@ -310,7 +347,12 @@ class _TwoDomainIterator:
     return self
 
   def __next__(self) -> dict:
-    s, t = next(self.source), next(self.target)
+    s = next(self.source)
+    if self.target is None:
+      out = {k: s[k] for k in TwoDomainLoader.KEYS}
+      out["domain"] = np.zeros(len(s["id"]), np.int32)
+      return out
+    t = next(self.target)
     t = {**t, "id": t["id"] + TARGET_ID_OFFSET}
     out = {k: np.concatenate([s[k], t[k]]) for k in TwoDomainLoader.KEYS}
     out["domain"] = np.concatenate(
@@ -319,6 +361,8 @@ class _TwoDomainIterator:
     return out
 
   def get_state(self) -> dict:
+    if self.target is None:
+      return {"source": self.source.get_state()}
     return {
       "source": self.source.get_state(),
       "target": self.target.get_state(),
@@ -326,7 +370,8 @@ class _TwoDomainIterator:
 
   def set_state(self, state: dict) -> None:
     self.source.set_state(state["source"])
-    self.target.set_state(state["target"])
+    if self.target is not None:
+      self.target.set_state(state["target"])
 
 
 METHODS = (DomainMix,)

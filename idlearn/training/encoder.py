@@ -60,14 +60,23 @@ class RunEncoder:
     self.use_ema = self.preprocessing.pop("use_ema", False)
     self._fns: dict[tuple, FeatureFn] = {}
 
-  def variables(self, state: Any, *, use_ema: bool = False) -> dict:
-    """The `Backbone` variables of `state` (its EMA teacher's if asked)."""
+  def variables(
+    self,
+    state: Any,
+    *,
+    use_ema: bool = False,
+    path: tuple[str, ...] | None = None,
+  ) -> dict:
+    """The `Backbone` variables of `state` (its EMA teacher's if asked), at
+    `path` of the network's parameters (default: the method's BACKBONE; a
+    method with two encoders of one architecture names the other)."""
     params = state.ema_params if use_ema else state.params
     if params is None:
       raise ConfigError(
         "config.evals: use_ema=True but the method keeps no EMA teacher"
       )
-    path, neck = self.method.BACKBONE, self.method.neck
+    neck = self.method.neck
+    path = self.method.BACKBONE if path is None else path
     out = {"params": select_params(_at(params, path), neck)}
     if state.batch_stats:
       out["batch_stats"] = select_params(_at(state.batch_stats, path), neck)
@@ -91,12 +100,14 @@ class RunEncoder:
     batch_size: int = 64,
     use_ema: bool = False,
     flip: bool = False,
+    path: tuple[str, ...] | None = None,
   ) -> dict[str, np.ndarray]:
     """Features of uint8 [n, H, W, 3] `images` (resized to `image_size`,
-    default their own size)."""
+    default their own size) of the encoder at `path` (see `variables`)."""
     size = image_size or images.shape[1:3]
     fn = self.fn(size, batch_size)
-    return fn(self.variables(state, use_ema=use_ema), images, flip=flip)
+    variables = self.variables(state, use_ema=use_ema, path=path)
+    return fn(variables, images, flip=flip)
 
   def _encoder_config(self) -> dict:
     cfg = self.model_config

@@ -98,8 +98,9 @@ class Inputs:
     loader: the train loader (None when the miner makes them).
     miner: the method's `Miner`, or None.
     mesh: the data mesh.
-    features: (state, images, batch_size=) -> {"emb", "eval"} features
-      of the state's retrieval encoder (a `features.StateFeatures`).
+    features: (state, images, batch_size=, use_ema=, path=) -> {"emb",
+      "eval"} features of the state's retrieval encoder (an
+      `encoder.RunEncoder`).
   """
 
   def __init__(self, loader: Any, miner: Any, mesh: Any, features: Callable):
@@ -149,8 +150,8 @@ class Inputs:
     if done % every == 0:  # due: mine with the current model
       mined = sharding.to_host(state.extras["miner"])
       new, info, message = self.miner.refresh(
-        lambda images, batch_size=64: self._features(
-          state, images, batch_size=batch_size
+        lambda images, batch_size=64, **kw: self._features(
+          state, images, batch_size=batch_size, **kw
         ),
         mined,
       )

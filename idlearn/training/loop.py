@@ -192,7 +192,8 @@ def init_state(run: Run, sample: np.ndarray) -> state_lib.TrainState:
   rows of the method's `sharded_params` split over the data axis.
 
   The encoder starts from config.model.init when it names weights (the
-  method's heads start fresh either way).
+  method's heads start fresh either way); a method with several encoders
+  says which start from what (`Method.encoder_inits`).
 
   Args:
     run: the built run.
@@ -207,18 +208,16 @@ def init_state(run: Run, sample: np.ndarray) -> state_lib.TrainState:
     lambda r, x: run.network.init_with_output(r, x, train=False)[0], rng, x
   )
   method, tx = run.method, run.tx
-  weights = None
+  paths, weights = [], []  # host copies: placed by the jit below
   if run.encoder.model_config is not None:
-    weights = model_lib.pretrained_encoder(run.encoder.model_config)
-    if weights is not None:  # host copies: placed by the jit below
-      weights = jax.tree.map(np.asarray, weights)
+    paths, weights = _pretrained(run.encoder.model_config, method)
 
   def init(rng, weights):
     init_rng, run_rng = jax.random.split(rng)
     x0 = jax.numpy.zeros(view.shape, view.dtype)
     variables = run.network.init(init_rng, x0, train=False)
-    if weights is not None:
-      variables = _with_encoder(variables, weights, method.BACKBONE)
+    for path, w in zip(paths, weights, strict=True):
+      variables = _with_encoder(variables, w, path)
     return state_lib.create(
       variables,
       tx,
@@ -239,8 +238,42 @@ def init_state(run: Run, sample: np.ndarray) -> state_lib.TrainState:
   return state
 
 
+def _pretrained(model_config, method) -> tuple[list, list]:
+  """([path], [encoder variables]) of the encoders that start from weights:
+  `method.encoder_inits(config.model.init)`, each file read once."""
+  cfg = model_lib.resolve(model_config)
+  loaded, paths, weights = {}, [], []
+  for path, source in method.encoder_inits(cfg["init"]).items():
+    if not source:
+      continue
+    if source not in loaded:
+      w = model_lib.pretrained_encoder({**cfg, "init": source})
+      loaded[source] = jax.tree.map(np.asarray, w)
+    paths.append(tuple(path))
+    weights.append(loaded[source])
+  return paths, weights
+
+
+def _merged(fresh, given, where="encoder"):
+  """`given` over `fresh`: the fresh leaves it lacks are kept (layers the
+  config's encoder inserts, `after_stage`, start fresh)."""
+  if not isinstance(fresh, Mapping):
+    return given
+  extra = sorted(set(given) - set(fresh))
+  if extra:
+    raise ConfigError(
+      f"config.model.init: the weights hold {where}/{extra[0]}, which "
+      "the config's encoder has not"
+    )
+  return {
+    k: _merged(v, given[k], f"{where}/{k}") if k in given else v
+    for k, v in fresh.items()
+  }
+
+
 def _with_encoder(variables, weights, path):
-  """`variables` with the encoder at `path` replaced by `weights`."""
+  """`variables` with the encoder at `path` replaced by `weights` (its
+  leaves that `weights` lacks kept fresh)."""
   out = {}
   for collection, tree in variables.items():
     if collection not in weights:
@@ -249,7 +282,7 @@ def _with_encoder(variables, weights, path):
 
     def put(node, keys, value):
       if not keys:
-        return {**node, "encoder": value}
+        return {**node, "encoder": _merged(node.get("encoder", {}), value)}
       return {**node, keys[0]: put(node[keys[0]], keys[1:], value)}
 
     out[collection] = put(dict(tree), tuple(path), weights[collection])

@@ -16,8 +16,13 @@ FIELDS = {
   "dtype": "float32",  # compute dtype; parameters stay float32
   # start the encoder from these weights (the method's heads start fresh):
   # a PyTorch state-dict file (.pt, .pth, .safetensors) or an encoder folder
+  # (of the same encoder; layers it lacks that encoder_kw.after_stage
+  # inserts start fresh)
   "init": "",
 }
+# Encoder options that insert layers; weights of the encoder without them
+# fit the rest (its layers start fresh).
+_INSERTED = ("after_stage",)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -81,6 +86,9 @@ def pretrained_encoder(config: Mapping[str, Any]) -> dict[str, Any] | None:
     spec = pretrained.read_spec(path)
     saved = {k: v for k, v in spec["encoder"].items() if k != "dtype"}
     want = {"name": cfg["encoder"], **kw}
+    for key in _INSERTED:
+      if key not in saved:
+        want.pop(key, None)
     if saved != _jsonish(want):
       raise ConfigError(
         f"config.model.init = {path!r} holds encoder {saved}, but "
@@ -92,6 +100,7 @@ def pretrained_encoder(config: Mapping[str, Any]) -> dict[str, Any] | None:
     raise ConfigError(f"config.model.init = {path!r}: no such file")
   try:
     state_dict = _read_state_dict(path)
+    kw = {k: v for k, v in kw.items() if k not in _INSERTED}
     return pretrained.from_torch(cfg["encoder"], state_dict, **kw)
   except ValueError as e:
     raise ConfigError(f"config.model.init = {path!r}: {e}") from None

@@ -197,6 +197,23 @@ def test_labels_override_ids_and_exclude_unlabelled(data_dir, built):
     _loader(data_dir, sampler="pk", group_by="tracklet")
 
 
+def test_pk_repeats_identities_when_fewer_than_p(data_dir, built):
+  meta = sources.split_meta(built("pku_reid"), "train")
+  labels = np.full(len(meta["id"]), -1, np.int32)
+  labels[np.flatnonzero(meta["id"] == meta["id"][0])] = 0
+  labels[np.flatnonzero(meta["id"] == meta["id"][-1])] = 1  # 2 ids < P = 4
+  with pytest.raises(ValueError, match="needs P = .* = 4 identities"):
+    _loader(data_dir, sampler="pk", k=4, labels=labels)
+  batches = _take(
+    _loader(data_dir, sampler="pk", k=4, labels=labels, repeat_ids=True), 3
+  )
+  for b in batches:
+    ids = b["id"].reshape(4, 4)
+    assert (ids == ids[:, :1]).all()
+    assert sorted(ids[:, 0]) == [0, 0, 1, 1]  # each id in 2 of the P slots
+    assert (labels[b["index"]] == b["id"]).all()
+
+
 def test_camera_pairs_pair_every_image_with_another_camera(data_dir, built):
   meta = sources.split_meta(built("pku_reid"), "train")
   batches = _take(_loader(data_dir, sampler="camera_pairs", seed=3), 62)
