@@ -3,6 +3,7 @@ recomputed in the backward pass instead of being held from the forward."""
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 
 def recompute_in_backward(mdl: nn.Module, x: jax.Array, post=None) -> jax.Array:
@@ -15,8 +16,14 @@ def recompute_in_backward(mdl: nn.Module, x: jax.Array, post=None) -> jax.Array:
   recomputation reads params offset by 0 * g, a data dependency on the
   cotangent that XLA keeps (0 * g is not folded for floats).
 
+  Statistics this call updates are outputs of a custom VJP: a second call
+  in the same differentiated function must read them through
+  `lax.stop_gradient` (as `methods.Network` does), or the second call's
+  VJP closes over tracers of the first's differentiation.
+
   Args:
-    mdl: a bound submodule; its batch statistics update as in `mdl(x)`.
+    mdl: a bound submodule, called in training mode; its batch
+      statistics update as in `mdl(x)`.
     x: its input.
     post: an optional parameter-free function applied to mdl's output.
   Returns: post(mdl(x)).
@@ -29,17 +36,27 @@ def recompute_in_backward(mdl: nn.Module, x: jax.Array, post=None) -> jax.Array:
 
   def fwd(m, x):
     box["mdl"] = m.clone(parent=None)
-    return call(m, x), (m.variables, x)
+    # Only params and x are residuals. The other collections (running
+    # statistics) reach this function closed over, and may be tracers of
+    # the enclosing differentiation (a second call threading statistics
+    # from the first): kept past the forward pass they would leak. The
+    # recomputation, in training mode, normalises with batch statistics
+    # and reads no running ones, so placeholders of their shapes serve.
+    box["others"] = {
+      k: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), v)
+      for k, v in m.variables.items()
+      if k != "params"
+    }
+    return call(m, x), (m.variables["params"], x)
 
   def bwd(res, g):
-    variables, x = res
+    params, x = res
     zero = 0 * g[(0,) * g.ndim]
-    params = jax.tree.map(
-      lambda p: p + zero.astype(p.dtype), variables["params"]
-    )
+    params = jax.tree.map(lambda p: p + zero.astype(p.dtype), params)
+    others = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), box["others"])
 
     def run(params, x):
-      v = {**variables, "params": params}
+      v = {**others, "params": params}
       return box["mdl"].apply(v, x, method=call, mutable=True)[0]
 
     dparams, dx = jax.vjp(run, params, x)[1](g)

@@ -139,7 +139,10 @@ class Network:
         mutable=["batch_stats"],
         **kw,
       )
-      self.batch_stats = upd["batch_stats"]
+      # Running statistics carry no gradient (buffers, as in PyTorch);
+      # a next call must not close over tracers of this one's
+      # differentiation (rematerialised blocks would leak them).
+      self.batch_stats = jax.lax.stop_gradient(upd["batch_stats"])
       return out
     return self.module.apply(
       variables, x, train=self.train, method=method, **kw

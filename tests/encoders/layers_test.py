@@ -108,11 +108,19 @@ def _grads(model, x):
   v = model.init(jax.random.key(0, impl="rbg"), x[:1])
 
   def loss(params, x):
-    out, upd = model.apply(
-      {**v, "params": params}, x, train=True, mutable=["batch_stats"]
-    )
-    emb = out[0] if isinstance(out, tuple) else out
-    return jnp.sum(jnp.sin(emb)), upd
+    # Two calls threading the statistics, as a two-view step does.
+    total, stats = 0.0, v["batch_stats"]
+    for scale in (1.0, 0.5):
+      out, upd = model.apply(
+        {"params": params, "batch_stats": stats},
+        x * scale,
+        train=True,
+        mutable=["batch_stats"],
+      )
+      emb = out[0] if isinstance(out, tuple) else out
+      total += jnp.sum(jnp.sin(emb))
+      stats = jax.lax.stop_gradient(upd["batch_stats"])  # as Network
+    return total, stats
 
   return jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(v["params"], x)
 
