@@ -21,6 +21,16 @@ Measured (2-core CPU shared with other jobs, jax 0.10.2, torch 2.13.0+cpu,
   osnet_x1_0     16  256x128      0.2    0.3   0.57  ~10  (9.4 GB peak RSS)
   osnet_x1_0     64  256x128      XLA out of memory (asked for 30 GB)
 
+After the CPU-gradient work (4726391) and the remat fix (c567814), same
+machine, 2026-12-04, load 4-6 (our experiments running beside it):
+
+  model       batch  size     idlearn  torch  ratio  commit
+  resnet18       64  256x128      3.0    3.7   0.80  59d053d (before)
+  resnet18       64  256x128      3.3    3.7   0.88  5ed5406
+  osnet_x1_0     64  256x128      0.5    0.9   0.53  0859814 (remat: fits;
+                                  14.4 GB peak RSS of the process, both
+                                  frameworks' models included)
+
 Quickstart (configs/quickstart.py, 20 epochs at 128x64): 2:11-2:23 wall,
 1.10-1.15 GB peak RSS (experiments/quickstart/README.md).
 """
