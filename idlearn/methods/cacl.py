@@ -48,8 +48,8 @@ from idlearn.methods import base
 from idlearn.methods.domainmix import (
   TargetClusterMiner,
   TwoDomainLoader,
-  centroid_logits,
-  follow_centroids,
+  memory_init,
+  pseudo_label_terms,
 )
 from idlearn.methods.supervised import ClassifierNet
 from idlearn.mining import curriculum
@@ -108,34 +108,19 @@ class CaCL(base.Method):
     )
 
   def init_extras(self, out_shapes):
-    d = out_shapes["eval"].shape[-1]
-    return {
-      "centroids": jnp.zeros((self.miner.max_clusters(), d), jnp.float32),
-      "generation": jnp.zeros((), jnp.int32),
-    }
+    return memory_init(self.miner.max_clusters(), out_shapes)
 
   def loss(self, net, views, batch, ctx):
     cfg, mined = self.cfg, ctx.mined
     out = net(base.first(views, "image"))
-    domain, label = batch["domain"], batch["label"]
-    src, tgt = domain == 0, domain == 1
-    ce_src, _ = losses.identity_ce(
-      out["logits"], jnp.where(src, label, 0),
-      label_smoothing=cfg["label_smoothing"], mask=src,
-    )  # fmt: skip
-    # a new clustering restarts the memory from its centroids
-    fresh = mined["generation"] != ctx.extras["generation"]
-    centroids = jnp.where(fresh, mined["centroids"], ctx.extras["centroids"])
-    t_logits = centroid_logits(
-      out["feat"], centroids, mined["num_clusters"], cfg["memory_temp"]
+    tgt = batch["domain"] == 1
+    (ce_src, ce_tgt, tri, tri_aux), extras = pseudo_label_terms(
+      self, out, batch, ctx
     )
-    ce_tgt, _ = losses.identity_ce(
-      t_logits, jnp.where(tgt, label, 0), label_smoothing=0.0, mask=tgt
-    )
-    tri, tri_aux = self._triplet(out["emb"], batch["id"])
     # pseudo ids of target rows only: source rows are never anchors or
     # positives, only negatives in the denominators
-    cd, cd_aux = self._cd(out["feat"], jnp.where(tgt, label, -1), batch["cam"])
+    pseudo = jnp.where(tgt, batch["label"], -1)
+    cd, cd_aux = self._cd(out["feat"], pseudo, batch["cam"])
     total = (
       cfg["ce_weight"] * (ce_src + ce_tgt)
       + cfg["triplet_weight"] * tri
@@ -150,12 +135,6 @@ class CaCL(base.Method):
       "frac_active": tri_aux.get("frac_active", jnp.float32(0)),
       "num_clusters": mined["num_clusters"].astype(jnp.float32),
       "stage": mined["stage"].astype(jnp.float32),
-    }
-    extras = {
-      "centroids": follow_centroids(
-        centroids, out["feat"], batch, cfg["memory_momentum"]
-      ),
-      "generation": mined["generation"],
     }
     return total, aux, extras
 

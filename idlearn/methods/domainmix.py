@@ -88,30 +88,15 @@ class DomainMix(base.Method):
     )
 
   def init_extras(self, out_shapes):
-    d = out_shapes["eval"].shape[-1]
-    return {
-      "centroids": jnp.zeros((self.miner.max_clusters(), d), jnp.float32),
-      "generation": jnp.zeros((), jnp.int32),
-    }
+    return memory_init(self.miner.max_clusters(), out_shapes)
 
   def loss(self, net, views, batch, ctx):
     cfg, mined = self.cfg, ctx.mined
     out = net(base.first(views, "image"))
-    domain, label = batch["domain"], batch["label"]
-    src, tgt = domain == 0, domain == 1
-    ce_src, _ = losses.identity_ce(
-      out["logits"], jnp.where(src, label, 0),
-      label_smoothing=cfg["label_smoothing"], mask=src,
-    )  # fmt: skip
-    fresh = mined["generation"] != ctx.extras["generation"]
-    centroids = jnp.where(fresh, mined["centroids"], ctx.extras["centroids"])
-    t_logits = centroid_logits(
-      out["feat"], centroids, mined["num_clusters"], cfg["memory_temp"]
+    domain = batch["domain"]
+    (ce_src, ce_tgt, tri, tri_aux), extras = pseudo_label_terms(
+      self, out, batch, ctx
     )
-    ce_tgt, _ = losses.identity_ce(
-      t_logits, jnp.where(tgt, label, 0), label_smoothing=0.0, mask=tgt
-    )
-    tri, tri_aux = self._triplet(out["emb"], batch["id"])
     disc, disc_aux = losses.domain_classification(out["domain_logits"], domain)
     bal, bal_aux = losses.domain_balance(out["domain_logits_adv"])
     total = (
@@ -131,13 +116,61 @@ class DomainMix(base.Method):
       "frac_active": tri_aux.get("frac_active", jnp.float32(0)),
       "num_clusters": mined["num_clusters"].astype(jnp.float32),
     }
-    extras = {
-      "centroids": follow_centroids(
-        centroids, out["feat"], batch, cfg["memory_momentum"]
-      ),
-      "generation": mined["generation"],
-    }
     return total, aux, extras
+
+
+def memory_init(max_clusters: int, out_shapes) -> dict:
+  """The target's centroid memory before the first clustering:
+  "centroids" float32 [max_clusters, d] (d: the "eval" width) and the
+  clustering "generation" it follows (int32 [])."""
+  d = out_shapes["eval"].shape[-1]
+  return {
+    "centroids": jnp.zeros((max_clusters, d), jnp.float32),
+    "generation": jnp.zeros((), jnp.int32),
+  }
+
+
+def pseudo_label_terms(method, out, batch, ctx):
+  """The terms DomainMix and CaCL share, on one two-domain batch.
+
+  Source rows ("domain" 0): label-smoothed identity CE on the classifier;
+  target rows (1): CE of their pseudo "label" against the centroid memory
+  (restarted from the miner's centroids after each clustering); every row:
+  the batch-hard triplet on "emb" with "id".
+
+  Args:
+    method: the method (its cfg: label_smoothing, memory_temp,
+      memory_momentum; its `_triplet`).
+    out: the network's outputs ("logits", "feat", "emb").
+    batch: "domain", "label", "id" [b].
+    ctx: the step's `Context` (memory in extras, clustering in mined).
+  Returns:
+    ((ce_src, ce_tgt, triplet, triplet aux), the memory's new extras).
+  """
+  cfg, mined = method.cfg, ctx.mined
+  src, tgt = batch["domain"] == 0, batch["domain"] == 1
+  label = batch["label"]
+  ce_src, _ = losses.identity_ce(
+    out["logits"], jnp.where(src, label, 0),
+    label_smoothing=cfg["label_smoothing"], mask=src,
+  )  # fmt: skip
+  # a new clustering restarts the memory from its centroids
+  fresh = mined["generation"] != ctx.extras["generation"]
+  centroids = jnp.where(fresh, mined["centroids"], ctx.extras["centroids"])
+  t_logits = centroid_logits(
+    out["feat"], centroids, mined["num_clusters"], cfg["memory_temp"]
+  )
+  ce_tgt, _ = losses.identity_ce(
+    t_logits, jnp.where(tgt, label, 0), label_smoothing=0.0, mask=tgt
+  )
+  tri, tri_aux = method._triplet(out["emb"], batch["id"])
+  extras = {
+    "centroids": follow_centroids(
+      centroids, out["feat"], batch, cfg["memory_momentum"]
+    ),
+    "generation": mined["generation"],
+  }
+  return (ce_src, ce_tgt, tri, tri_aux), extras
 
 
 def follow_centroids(centroids, feat, batch, momentum):
