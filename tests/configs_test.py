@@ -43,13 +43,15 @@ def _needs_shared_data(config) -> None:
 # idlearn.load is checked against the evaluator on one run of each kind of
 # retrieval feature: a BNNeck, a margin head's embedding, a projection
 # head's input, a DINO student's backbone, an MMT mean teacher (the first
-# of two networks, with non-local layers between its stages).
+# of two networks, with non-local layers between its stages), LDE's
+# decoupled neck.
 EMBED_CHECKED = (
   "supervised_pku_reid",
   "arcface_att_faces",
   "simclr_pku_reid",
   "dino_mars",
   "awb_pku_mars",
+  "lde_pku_market_mars",
 )
 
 
@@ -157,3 +159,16 @@ def test_snp_arms_differ_only_in_the_selection():
     }
   with pytest.raises(ValueError, match="select='best'"):
     _load("snp_mars").get_config("select=best")
+
+
+def test_lde_arms_share_the_union_pool_and_budget():
+  lde = _load("lde_pku_market_mars").get_config().to_dict()
+  union = _load("lde_pku_market_mars").get_config("method=supervised")
+  snp_all = _load("snp_mars").get_config("select=all").to_dict()
+  assert lde["method"]["name"] == "lde"
+  assert union.method.to_dict() == snp_all["method"]
+  for key in ("total_steps", "select", "model", "optim", "evals", "views"):
+    assert lde[key] == snp_all[key] == union.to_dict()[key], key
+  assert lde["input"] == union.to_dict()["input"]
+  assert lde["input"].pop("domain_pattern")
+  assert lde["input"] == snp_all["input"]

@@ -7,7 +7,7 @@ iterator's `get_state`/`set_state`; `load_split`, `reid_eval_sets` and
 """
 
 from idlearn.data.datasets import BUILDERS, build_log, prepare
-from idlearn.data.loader import make_train_loader
+from idlearn.data.loader import domain_labels, make_train_loader
 from idlearn.data.sources import (
   load_split,
   reid_eval_sets,
@@ -19,6 +19,7 @@ __all__ = [
   "BUILDERS",
   "build_log",
   "load_split",
+  "domain_labels",
   "make_train_loader",
   "prepare",
   "reid_eval_sets",

@@ -10,6 +10,8 @@ batch and each reads only its shard. Resuming is `it.set_state(state)`.
 
 from __future__ import annotations
 
+import re
+
 import grain
 import numpy as np
 from absl import flags
@@ -154,7 +156,7 @@ class _Load:
       "cam": self.meta["cam"][i],
       "index": np.int32(i),
     }
-    for key in ("tracklet", "frame"):  # video sets
+    for key in ("tracklet", "frame", "domain"):  # video sets; domains
       if key in self.meta:
         out[key] = self.meta[key][i]
     return out
@@ -171,6 +173,42 @@ def frame_pairs(meta: dict, gap: int = 1) -> np.ndarray:
   tr = meta["tracklet"][order]
   same = tr[:-gap] == tr[gap:]
   return np.stack([order[:-gap][same], order[gap:][same]], 1).astype(np.int64)
+
+
+def domain_labels(
+  paths: np.ndarray, pattern: str
+) -> tuple[np.ndarray, list[str]]:
+  """The domain of each record from its path: group 1 of `pattern`.
+
+  E.g. r"/(pku_reid|market1501)_[^/]+/[^/]+$" on the `<dataset>_<identity>`
+  folders a `config.select` pool writes: the data set each image came from.
+
+  Args:
+    paths: str [n] record paths (`split_meta(...)["path"]`).
+    pattern: a regex searched in each path; its first group names the
+      domain.
+  Returns:
+    (int32 [n] domain index = position of the name among the sorted
+    distinct names, the sorted names).
+  Raises:
+    DataError: a path the pattern does not match, or a pattern without a
+      group.
+  """
+  regex = re.compile(pattern)
+  if regex.groups < 1:
+    raise DataError(f"domain_pattern={pattern!r}: needs a group (...)")
+  names = []
+  for path in paths:
+    m = regex.search(str(path))
+    if m is None:
+      raise DataError(
+        f"{path}: domain_pattern={pattern!r} does not match it (group 1 "
+        "names the record's domain)"
+      )
+    names.append(m.group(1))
+  distinct = sorted(set(names))
+  index = {n: i for i, n in enumerate(distinct)}
+  return np.asarray([index[n] for n in names], np.int32), distinct
 
 
 def make_train_loader(
@@ -193,6 +231,7 @@ def make_train_loader(
   labels: np.ndarray | None = None,
   pairs: np.ndarray | None = None,
   repeat_ids: bool = False,
+  domain_pattern: str = "",
 ) -> grain.IterDataset:
   """Endless, deterministic, resumable training batches of one split.
 
@@ -222,6 +261,9 @@ def make_train_loader(
       each epoch is a permutation of them.
     repeat_ids: "pk" with fewer than P identities: repeat identities
       within a batch instead of failing (e.g. few pseudo identities).
+    domain_pattern: a regex on the record paths whose group 1 names each
+      record's domain (`domain_labels`): batches then hold "domain" int32
+      [b] ("" : none).
 
   Returns:
     A grain IterDataset; `it = iter(loader)` gives dicts of NumPy arrays:
@@ -253,6 +295,8 @@ def make_train_loader(
         f"{len(meta['id'])} records"
       )
     meta = {**meta, "id": labels, "label": labels}
+  if domain_pattern:
+    meta = {**meta, "domain": domain_labels(meta["path"], domain_pattern)[0]}
   if group_by not in ("id", "tracklet") or group_by not in meta:
     raise DataError(
       f"group_by={group_by!r}: expected 'id' or, for video sets, 'tracklet'"

@@ -16,9 +16,16 @@ import jax.numpy as jnp
 from idlearn.encoders import heads
 
 # none: the encoder's pooled embedding; bnneck: BatchNorm with the shift
-# frozen at 0 (re-ID, Luo et al. 2019); embedding: one Dense (faces).
-NECKS = ("none", "bnneck", "embedding")
-NECK_PARAMS = {"none": (), "bnneck": ("bnneck",), "embedding": ("embedding",)}
+# frozen at 0 (re-ID, Luo et al. 2019); embedding: one Dense (faces);
+# decoupled: an identity / domain split of the embedding, then a BNNeck on
+# the identity part (LDE).
+NECKS = ("none", "bnneck", "embedding", "decoupled")
+NECK_PARAMS = {
+  "none": (),
+  "bnneck": ("bnneck",),
+  "embedding": ("embedding",),
+  "decoupled": ("decouple", "bnneck"),
+}
 
 
 def backbone(
@@ -43,10 +50,16 @@ def backbone(
   Returns:
     {"emb": float32 [n, d] the encoder's pooled embedding, "eval": the
     retrieval feature (the neck's output, else "emb")}, plus "feat"
-    (bnneck) or "proj" (embedding): the neck's output.
+    (bnneck, decoupled) or "proj" (embedding): the neck's output; for
+    decoupled "emb" is the identity part and "domain" [n, d] the domain
+    part (`heads.DomainDecouple`).
   """
   emb, _ = encoder(images, train=train)
   emb = emb.astype(jnp.float32)
+  if neck == "decoupled":
+    emb, domain = heads.DomainDecouple(dtype=dtype, name="decouple")(emb)
+    feat = heads.BNNeck(dtype=dtype, name="bnneck")(emb, train=train)
+    return {"emb": emb, "eval": feat, "feat": feat, "domain": domain}
   out = {"emb": emb, "eval": emb}
   if neck == "bnneck":
     feat = heads.BNNeck(dtype=dtype, name="bnneck")(emb, train=train)

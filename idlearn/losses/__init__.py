@@ -40,6 +40,11 @@ from idlearn.losses.domain import (  # noqa: E402
   domain_balance,
   domain_classification,
 )
+from idlearn.losses.domain_expansion import (  # noqa: E402
+  covariance_update,
+  expanded_ce,
+  lift_suppress,
+)
 from idlearn.losses.hydra import hydra  # noqa: E402
 from idlearn.losses.mixing import (  # noqa: E402
   decoupled_mixup,
@@ -69,11 +74,14 @@ __all__ += [
   "club_log_likelihood",
   "club_q",
   "club_upper_bound",
+  "covariance_update",
   "decoupled_mixup",
   "dino",
   "domain_balance",
   "domain_classification",
+  "expanded_ce",
   "hydra",
+  "lift_suppress",
   "metrix",
   "mixed_barlow_twins_regularizer",
   "reliability_contrastive",

@@ -19,6 +19,7 @@ config and its tests: the loop, the step and the inputs do not change.
 | metrix | metrix | metric loss with mixed examples and targets |
 | mmt | mmt | mutual mean teaching on k-means pseudo labels (+ WaveBlock) |
 | hydra | hydra | gated contrastive loss on (arbitrary) pairs of classes |
+| lde | lde | decoupled identity / domain features, domain expansion (DG) |
 """
 
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from idlearn.methods import (
   domainmix,
   hydra,
   isr,
+  lde,
   margin,
   metrix,
   mmt,
@@ -61,6 +63,7 @@ _MODULES = (
   metrix,
   hydra,
   mmt,
+  lde,
 )
 # Plain dicts filled here (no import side effects elsewhere).
 METHODS: dict[str, type[Method]] = {

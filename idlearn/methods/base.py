@@ -62,6 +62,8 @@ class Setup:
     total_steps: length of the run.
     num_classes: () -> identities of the training split (reads the data;
       call it only when a classifier needs it).
+    num_domains: () -> domains of the training split
+      (config.input.domain_pattern; reads the data likewise).
   """
 
   mesh: Mesh
@@ -72,6 +74,16 @@ class Setup:
   seed: int
   total_steps: int
   num_classes: Callable[[], int]
+  num_domains: Callable[[], int] = dataclasses.field(
+    default=lambda: _no_domains()
+  )
+
+
+def _no_domains() -> int:
+  raise ConfigError(
+    "the method needs domain labels: set config.input.domain_pattern (a "
+    "regex on the image paths whose group 1 names the domain)"
+  )
 
 
 class Context(NamedTuple):
@@ -393,6 +405,7 @@ def make_loader(
     "manual_dir": input_cfg["manual_dir"] or None,
     "frame_gap": input_cfg["frame_gap"],
     "group_by": input_cfg["group_by"],
+    "domain_pattern": input_cfg["domain_pattern"],
   }
   kw.update(overrides)
   return data.make_train_loader(

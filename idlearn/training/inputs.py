@@ -23,6 +23,9 @@ INPUT_FIELDS = {
   "k": 4,  # images per identity (pk)
   "group_by": "id",  # pk identities: id | tracklet (video, no labels)
   "frame_gap": 1,  # frame_pairs: distance of the two frames
+  # a regex on the record paths, group 1 = the record's domain: batches
+  # then hold "domain" (data.domain_labels); "" : none
+  "domain_pattern": "",
   "num_workers": 0,
   "data_dir": "",
   "manual_dir": "",

@@ -108,6 +108,12 @@ def build(config: Any, mesh: Any = None, **given: Any) -> Run:
     seed=cfg["seed"],
     total_steps=cfg["total_steps"],
     num_classes=functools.partial(_num_classes, inp),
+    # without a domain_pattern the default says how to set one
+    **(
+      {"num_domains": functools.partial(_num_domains, inp)}
+      if inp["domain_pattern"]
+      else {}
+    ),
   )
   miner = methods.make_miner(cfg["miner"], setup)
   method = methods.make_method(cfg["method"], setup, miner)
@@ -174,8 +180,7 @@ class _Step:
     return self._jit(state, batch)
 
 
-def _num_classes(inp: Mapping[str, Any]) -> int:
-  """Identities of the training split (a classifier's width)."""
+def _split_meta(inp: Mapping[str, Any]) -> dict[str, np.ndarray]:
   from idlearn import data
 
   builder = data.prepare(
@@ -183,8 +188,20 @@ def _num_classes(inp: Mapping[str, Any]) -> int:
     data_dir=inp["data_dir"] or None,
     manual_dir=inp["manual_dir"] or None,
   )
-  labels = data.split_meta(builder, inp["split"])["label"]
-  return int(labels.max()) + 1
+  return data.split_meta(builder, inp["split"])
+
+
+def _num_classes(inp: Mapping[str, Any]) -> int:
+  """Identities of the training split (a classifier's width)."""
+  return int(_split_meta(inp)["label"].max()) + 1
+
+
+def _num_domains(inp: Mapping[str, Any]) -> int:
+  """Domains of the training split (config.input.domain_pattern)."""
+  from idlearn import data
+
+  paths = _split_meta(inp)["path"]
+  return len(data.domain_labels(paths, inp["domain_pattern"])[1])
 
 
 def init_state(run: Run, sample: np.ndarray) -> state_lib.TrainState:

@@ -232,6 +232,27 @@ def test_camera_pairs_pair_every_image_with_another_camera(data_dir, built):
   assert not np.array_equal(other["index"], b["index"])
 
 
+def test_domain_pattern_labels_each_row_with_its_domain(data_dir, built):
+  # domains from the paths: PKU-Reid's identity folders by their first digit
+  meta = sources.split_meta(built("pku_reid"), "train")
+  digit = np.array([p.split("/")[1][0] for p in meta["path"]])
+  names = sorted(set(digit))
+  assert len(names) >= 2
+  want = np.array([names.index(d) for d in digit])
+  pattern = r"^train/(\d)\d+/"
+  got, got_names = data.domain_labels(meta["path"], pattern)
+  np.testing.assert_array_equal(got, want)
+  assert got_names == names
+  for b in _take(_loader(data_dir, sampler="pk", domain_pattern=pattern), 3):
+    assert b["domain"].dtype == np.int32
+    np.testing.assert_array_equal(b["domain"], want[b["index"]])
+  assert "domain" not in _take(_loader(data_dir), 1)[0]
+  with pytest.raises(ValueError, match=r"train/.*does not match"):
+    data.domain_labels(meta["path"], r"^test/(\d)")
+  with pytest.raises(ValueError, match="needs a group"):
+    data.domain_labels(meta["path"], r"^train/")
+
+
 def test_bad_arguments(data_dir):
   with pytest.raises(ValueError, match="needs a video dataset"):
     _loader(data_dir, sampler="frame_pairs")
