@@ -13,9 +13,10 @@ P x K source ids + P x K pseudo ids. Loss: source CE, target centroid CE,
 batch-hard triplet, + cd_weight x camera-diversity loss on the target.
 Logged: the order (log line), per mining "curriculum/stage",
 "pseudo/num_clusters" and "pseudo/camera_bias" (fraction of
-single-camera clusters) in metrics.jsonl. Expected wall: ~25 min per run
-on the 2-core CPU (DomainMix's 24 min plus the warm-up's cheaper steps
-and smaller clusterings; not measured yet).
+single-camera clusters) in metrics.jsonl, and MARS mini's retrieval
+every `every_steps` (the last one of each stage: its result). Wall:
+5:24-5:41 a run on the 2-core CPU (1f0e6ba, other jobs beside it), plus
+~10 s per evaluation.
 
   python -m idlearn.main --config=configs/cacl_pku_mars.py:seed=0 \
       --workdir=runs/cacl_s0
@@ -66,4 +67,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )  # fmt: skip
   if arg.smoke:  # warm-up at step 0, stage 1 at 1, stage 2 at 2 (resume)
     c.miner.update(every_steps=1, source_steps=1, stage_steps=1)
+  else:  # the target's retrieval after every clustering: per stage
+    c.evals.mars.log_steps = arg.every_steps
   return c

@@ -117,6 +117,8 @@ def test_cacl_arms_differ_only_in_cd_weight_at_domainmix_budget():
   no_cd["method"]["cd_weight"] = full["method"]["cd_weight"]
   assert no_cd == full
   dm = _load("domainmix_pku_mars").get_config().to_dict()
+  # the same test sets; CaCL's target set also after every clustering
+  assert full["evals"]["mars"].pop("log_steps") == full["miner"]["every_steps"]
   for key in ("total_steps", "input", "views", "model", "optim", "evals"):
     assert full[key] == dm[key], key
   m = full["miner"]
