@@ -78,8 +78,13 @@ class RunEncoder:
     neck = self.method.neck
     path = self.method.BACKBONE if path is None else path
     out = {"params": select_params(_at(params, path), neck)}
-    if state.batch_stats:
-      out["batch_stats"] = select_params(_at(state.batch_stats, path), neck)
+    # only statistics of the backbone's own (a DINO head's BatchNorm on a
+    # ViT without any leaves none)
+    stats = state.batch_stats and select_params(
+      _at(state.batch_stats, path), neck
+    )
+    if stats:
+      out["batch_stats"] = stats
     return out
 
   def fn(self, image_size: tuple[int, int], batch_size: int) -> FeatureFn:

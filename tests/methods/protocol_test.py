@@ -131,7 +131,8 @@ def test_two_networks_hold_separate_parameters_and_teachers(registered, tiny):
 def test_loop_step_inputs_and_model_never_name_a_method():
   root = Path(__file__).resolve().parents[2] / "idlearn" / "training"
   names = sorted(methods.METHODS) + sorted(methods.MINERS)
-  pattern = re.compile("|".join(re.escape(n) for n in names))
+  # whole words: "lde" is no hit in "folder"
+  pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b")
   for module in ("loop", "step", "inputs", "model", "encoder", "eval"):
     code = [
       line
