@@ -108,15 +108,25 @@ class ViT(nn.Module):
     return h // self.patch, w // self.patch
 
   @nn.compact
-  def __call__(self, images: jax.Array, *, train: bool = False):
-    """Encodes images.
+  def __call__(
+    self,
+    images: jax.Array,
+    *,
+    train: bool = False,
+    keep: jax.Array | None = None,
+  ):
+    """Encodes images, or only some of their patches (masked modelling).
 
     Args:
       images: float32 [n, h, w, 3] with (h, w) == img_size, normalised.
       train: unused (no dropout or batch statistics); kept for the contract.
+      keep: None (every patch), or int32 [n, k] indices (row-major on the
+        patch grid) of the patches to encode: the others are dropped after
+        the position embedding, as MAE's encoder does with masked patches.
     Returns:
-      (emb float32 [n, width], aux) with aux "tokens" [n, 1 + gh * gw, width]
-      (after the final norm) and "pooled" (= emb).
+      (emb float32 [n, width], aux) with aux "tokens" [n, 1 + k, width]
+      (k = gh * gw without `keep`; after the final norm) and "pooled"
+      (= emb, pooled over the encoded tokens).
     """
     del train
     if self.pooling not in ("cls", "mean"):
@@ -138,10 +148,12 @@ class ViT(nn.Module):
     init = nn.initializers.normal(0.02)
     cls = self.param("cls_token", init, (1, 1, d))
     pos = self.param("pos_embed", init, (1, 1 + gh * gw, d))
-    x = jnp.concatenate(
-      [jnp.broadcast_to(cls, (n, 1, d)).astype(x.dtype), x], axis=1
-    )
-    x = x + pos.astype(x.dtype)
+    pos = pos.astype(x.dtype)
+    x = x + pos[:, 1:]  # [n, gh * gw, d]
+    if keep is not None:
+      x = jnp.take_along_axis(x, keep[:, :, None], axis=1)  # [n, k, d]
+    cls = jnp.broadcast_to(cls.astype(x.dtype) + pos[:, :1], (n, 1, d))
+    x = jnp.concatenate([cls, x], axis=1)
     for i in range(self.depth):
       x = _Block(
         self.num_heads, self.mlp_ratio, self.dtype, name=f"blocks_{i}"
@@ -150,6 +162,11 @@ class ViT(nn.Module):
     emb = x[:, 0] if self.pooling == "cls" else x[:, 1:].mean(axis=1)
     emb = emb.astype(jnp.float32)
     return emb, {"tokens": x, "pooled": emb}
+
+
+# The transformer block, for decoders built of the encoder's blocks (MAE-style
+# pixel decoders).
+Block = _Block
 
 
 class _PatchEmbed(nn.Module):

@@ -92,3 +92,11 @@ __all__ += [
   "soft_triplet",
   "update_center",
 ]
+
+from idlearn.losses.fsfm import (  # noqa: E402
+  masked_reconstruction,
+  negative_cosine,
+  patchify,
+)
+
+__all__ += ["masked_reconstruction", "negative_cosine", "patchify"]

@@ -20,6 +20,7 @@ config and its tests: the loop, the step and the inputs do not change.
 | mmt | mmt | mutual mean teaching on k-means pseudo labels (+ WaveBlock) |
 | hydra | hydra | gated contrastive loss on (arbitrary) pairs of classes |
 | lde | lde | decoupled identity / domain features, domain expansion (DG) |
+| fsfm | fsfm | masked image modelling (CRFR-P) + EMA self-distillation |
 """
 
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from idlearn.methods import (
   decoupled_mixup,
   dino,
   domainmix,
+  fsfm,
   hydra,
   isr,
   lde,
@@ -64,6 +66,7 @@ _MODULES = (
   hydra,
   mmt,
   lde,
+  fsfm,
 )
 # Plain dicts filled here (no import side effects elsewhere).
 METHODS: dict[str, type[Method]] = {
