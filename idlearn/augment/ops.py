@@ -117,12 +117,21 @@ def crop_box(
   return jnp.stack([y0, x0, ch, cw])
 
 
-def pad_crop(key: jax.Array, img: jax.Array, pad: int) -> jax.Array:
-  """Re-ID pad + random crop: zero-pad `pad` px per side, crop [c, h, w]."""
+def pad_offsets(key: jax.Array, pad: int) -> jax.Array:
+  """The random corner (oy, ox) of `pad_crop`: int32 [2] in [0, 2 * pad]."""
+  return jax.random.randint(key, (2,), 0, 2 * pad + 1)
+
+
+def shift_crop(img: jax.Array, pad: int, offsets: jax.Array) -> jax.Array:
+  """Zero-pad `pad` px per side, crop [c, h, w] at `offsets` (oy, ox)."""
   c, h, w = img.shape
   padded = jnp.pad(img, ((0, 0), (pad, pad), (pad, pad)))
-  oy, ox = jax.random.randint(key, (2,), 0, 2 * pad + 1)
-  return jax.lax.dynamic_slice(padded, (0, oy, ox), (c, h, w))
+  return jax.lax.dynamic_slice(padded, (0, offsets[0], offsets[1]), (c, h, w))
+
+
+def pad_crop(key: jax.Array, img: jax.Array, pad: int) -> jax.Array:
+  """Re-ID pad + random crop: zero-pad `pad` px per side, crop [c, h, w]."""
+  return shift_crop(img, pad, pad_offsets(key, pad))
 
 
 def rgb_to_hsv(rgb: jax.Array) -> jax.Array:
@@ -152,6 +161,49 @@ def hsv_to_rgb(hsv: jax.Array) -> jax.Array:
   return jnp.stack(out)
 
 
+def jitter_factors(
+  key: jax.Array, strength: tuple[float, float, float, float]
+) -> jax.Array:
+  """The random draws of `color_jitter`: float32 [4] (brightness, contrast,
+  saturation factors, hue shift in turns); 1, 1, 1, 0 where a strength is 0.
+  """
+  kb, kc, ks, kh = jax.random.split(key, 4)
+
+  def factor(k, s):
+    if s <= 0:
+      return jnp.ones((), jnp.float32)
+    return jax.random.uniform(k, (), minval=max(0.0, 1.0 - s), maxval=1 + s)
+
+  bri, con, sat, hue = strength
+  shift = jnp.zeros((), jnp.float32)
+  if hue > 0:
+    shift = jax.random.uniform(kh, (), minval=-hue, maxval=hue)
+  return jnp.stack([factor(kb, bri), factor(kc, con), factor(ks, sat), shift])
+
+
+def apply_jitter(
+  img: jax.Array,
+  factors: jax.Array,
+  strength: tuple[float, float, float, float],
+) -> jax.Array:
+  """`color_jitter` with given `factors` ([4], see `jitter_factors`); the
+  ops of zero strength are skipped."""
+  bri, con, sat, hue = strength
+  if bri > 0:
+    img = jnp.clip(img * factors[0], 0.0, 1.0)
+  if con > 0:
+    mean = jnp.mean(luma(img))
+    img = jnp.clip((img - mean) * factors[1] + mean, 0.0, 1.0)
+  if sat > 0:
+    gray = luma(img)[None]
+    img = jnp.clip((img - gray) * factors[2] + gray, 0.0, 1.0)
+  if hue > 0:
+    hsv = rgb_to_hsv(img)
+    hsv = hsv.at[0].set(_frac(hsv[0] + factors[3]))
+    img = jnp.clip(hsv_to_rgb(hsv), 0.0, 1.0)
+  return img
+
+
 def color_jitter(
   key: jax.Array,
   img: jax.Array,
@@ -168,26 +220,29 @@ def color_jitter(
     img: [3, h, w] in [0, 1].
     strength: (brightness, contrast, saturation, hue).
   """
-  bri, con, sat, hue = strength
-  kb, kc, ks, kh = jax.random.split(key, 4)
+  return apply_jitter(img, jitter_factors(key, strength), strength)
 
-  def factor(k, s):
-    return jax.random.uniform(k, (), minval=max(0.0, 1.0 - s), maxval=1 + s)
 
-  if bri > 0:
-    img = jnp.clip(img * factor(kb, bri), 0.0, 1.0)
-  if con > 0:
-    mean = jnp.mean(luma(img))
-    img = jnp.clip((img - mean) * factor(kc, con) + mean, 0.0, 1.0)
-  if sat > 0:
-    gray = luma(img)[None]
-    img = jnp.clip((img - gray) * factor(ks, sat) + gray, 0.0, 1.0)
-  if hue > 0:
-    hsv = rgb_to_hsv(img)
-    shift = jax.random.uniform(kh, (), minval=-hue, maxval=hue)
-    hsv = hsv.at[0].set(_frac(hsv[0] + shift))
-    img = jnp.clip(hsv_to_rgb(hsv), 0.0, 1.0)
-  return img
+def blur_sigma(
+  key: jax.Array, sigma_range: tuple[float, float] = (0.1, 2.0)
+) -> jax.Array:
+  """The random sigma of `gaussian_blur`: float32 [] ~ U(sigma_range)."""
+  return jax.random.uniform(
+    key, (), minval=sigma_range[0], maxval=sigma_range[1]
+  )
+
+
+def blur(img: jax.Array, sigma: jax.Array) -> jax.Array:
+  """Separable Gaussian blur of [c, h, w] with `sigma` (see below)."""
+  _, h, w = img.shape
+  radius = max(1, int(0.1 * min(h, w)) // 2)
+  x = jnp.arange(-radius, radius + 1, dtype=img.dtype)
+  k = jnp.exp(-0.5 * (x / sigma) ** 2)
+  k = k / k.sum()  # [2r + 1]
+  p = jnp.pad(img, ((0, 0), (radius, radius), (radius, radius)), "reflect")
+  taps = range(2 * radius + 1)
+  p = sum(k[i] * p[:, i : i + h] for i in taps)  # [c, h, w + 2r]
+  return sum(k[i] * p[:, :, i : i + w] for i in taps)
 
 
 def gaussian_blur(
@@ -203,18 +258,39 @@ def gaussian_blur(
   Args:
     img: [c, h, w].
   """
-  _, h, w = img.shape
-  radius = max(1, int(0.1 * min(h, w)) // 2)
-  sigma = jax.random.uniform(
-    key, (), minval=sigma_range[0], maxval=sigma_range[1]
+  return blur(img, blur_sigma(key, sigma_range))
+
+
+def erasing_box(
+  key: jax.Array,
+  shape: tuple[int, int],
+  scale: tuple[float, float] = (0.02, 0.4),
+  ratio: tuple[float, float] = (0.3, 3.3),
+) -> jax.Array:
+  """The random rectangle of `random_erasing` in an (h, w) image: float32
+  [4] (y0, x0, height, width), whole pixels."""
+  h, w = shape
+  k1, k2, k3, k4 = jax.random.split(key, 4)
+  area = jax.random.uniform(k1, (), minval=scale[0], maxval=scale[1]) * h * w
+  log_r = jax.random.uniform(
+    k2, (), minval=jnp.log(ratio[0]), maxval=jnp.log(ratio[1])
   )
-  x = jnp.arange(-radius, radius + 1, dtype=img.dtype)
-  k = jnp.exp(-0.5 * (x / sigma) ** 2)
-  k = k / k.sum()  # [2r + 1]
-  p = jnp.pad(img, ((0, 0), (radius, radius), (radius, radius)), "reflect")
-  taps = range(2 * radius + 1)
-  p = sum(k[i] * p[:, i : i + h] for i in taps)  # [c, h, w + 2r]
-  return sum(k[i] * p[:, :, i : i + w] for i in taps)
+  eh = jnp.clip(jnp.round(jnp.sqrt(area * jnp.exp(log_r))), 1, h)
+  ew = jnp.clip(jnp.round(jnp.sqrt(area / jnp.exp(log_r))), 1, w)
+  y0 = jnp.floor(jax.random.uniform(k3, ()) * (h - eh + 1))
+  x0 = jnp.floor(jax.random.uniform(k4, ()) * (w - ew + 1))
+  return jnp.stack([y0, x0, eh, ew])
+
+
+def erase(img: jax.Array, box: jax.Array, value: float = 0.0) -> jax.Array:
+  """[c, h, w] with the rectangle `box` (y0, x0, height, width) set to
+  `value`."""
+  _, h, w = img.shape
+  y0, x0, eh, ew = box[0], box[1], box[2], box[3]
+  yy = jnp.arange(h)[:, None]
+  xx = jnp.arange(w)[None, :]
+  inside = (yy >= y0) & (yy < y0 + eh) & (xx >= x0) & (xx < x0 + ew)
+  return jnp.where(inside[None], value, img)
 
 
 def random_erasing(
@@ -232,17 +308,4 @@ def random_erasing(
   Args:
     img: [c, h, w].
   """
-  _, h, w = img.shape
-  k1, k2, k3, k4 = jax.random.split(key, 4)
-  area = jax.random.uniform(k1, (), minval=scale[0], maxval=scale[1]) * h * w
-  log_r = jax.random.uniform(
-    k2, (), minval=jnp.log(ratio[0]), maxval=jnp.log(ratio[1])
-  )
-  eh = jnp.clip(jnp.round(jnp.sqrt(area * jnp.exp(log_r))), 1, h)
-  ew = jnp.clip(jnp.round(jnp.sqrt(area / jnp.exp(log_r))), 1, w)
-  y0 = jnp.floor(jax.random.uniform(k3, ()) * (h - eh + 1))
-  x0 = jnp.floor(jax.random.uniform(k4, ()) * (w - ew + 1))
-  yy = jnp.arange(h)[:, None]
-  xx = jnp.arange(w)[None, :]
-  inside = (yy >= y0) & (yy < y0 + eh) & (xx >= x0) & (xx < x0 + ew)
-  return jnp.where(inside[None], value, img)
+  return erase(img, erasing_box(key, img.shape[1:], scale, ratio), value)

@@ -18,13 +18,15 @@ from idlearn.encoders import heads
 # none: the encoder's pooled embedding; bnneck: BatchNorm with the shift
 # frozen at 0 (re-ID, Luo et al. 2019); embedding: one Dense (faces);
 # decoupled: an identity / domain split of the embedding, then a BNNeck on
-# the identity part (LDE).
-NECKS = ("none", "bnneck", "embedding", "decoupled")
+# the identity part (LDE); slice: the first neck_dim dimensions of the
+# embedding, no parameters (SIE's invariant part).
+NECKS = ("none", "bnneck", "embedding", "decoupled", "slice")
 NECK_PARAMS = {
   "none": (),
   "bnneck": ("bnneck",),
   "embedding": ("embedding",),
   "decoupled": ("decouple", "bnneck"),
+  "slice": (),
 }
 
 
@@ -46,7 +48,8 @@ def backbone(
     images: float32 [n, h, w, 3].
     train: training mode.
     dtype: the neck's compute dtype.
-    neck_dim: embedding width (neck "embedding").
+    neck_dim: embedding width (neck "embedding"), dimensions kept (neck
+      "slice").
   Returns:
     {"emb": float32 [n, d] the encoder's pooled embedding, "eval": the
     retrieval feature (the neck's output, else "emb")}, plus "feat"
@@ -69,6 +72,13 @@ def backbone(
       raise ValueError(f"neck 'embedding' needs neck_dim > 0, got {neck_dim}")
     proj = nn.Dense(neck_dim, dtype=dtype, name="embedding")(emb)
     out["proj"] = out["eval"] = proj.astype(jnp.float32)
+  elif neck == "slice":
+    if not 0 < neck_dim <= emb.shape[-1]:
+      raise ValueError(
+        f"neck 'slice' needs 0 < neck_dim <= {emb.shape[-1]} (the "
+        f"embedding's width), got {neck_dim}"
+      )
+    out["eval"] = emb[:, :neck_dim]
   elif neck != "none":
     raise ValueError(f"neck={neck!r}: expected one of {NECKS}")
   return out
@@ -80,7 +90,8 @@ class Backbone(nn.Module):
   Attributes:
     encoder: the encoder module.
     neck: one of `NECKS`.
-    neck_dim: embedding width (neck "embedding").
+    neck_dim: embedding width (neck "embedding"), dimensions kept (neck
+      "slice").
     dtype: the neck's compute dtype.
   """
 

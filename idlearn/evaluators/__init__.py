@@ -13,4 +13,6 @@ Modules (imported on use; only `linear_probe` needs JAX):
                   feature (Metrix's embedding-space utilization)
   effective_rank  exp(entropy of the normalised singular values) of the
                   centred features (Roy & Vetterli): dimensional collapse
+  equivariance    R^2 of a ridge probe of the relative augmentation of two
+                  views from their features (SIE); its pairs need JAX
 """

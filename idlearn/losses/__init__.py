@@ -65,6 +65,7 @@ from idlearn.losses.mutual_info import (  # noqa: E402
 )
 from idlearn.losses.reliability import reliability_contrastive  # noqa: E402
 from idlearn.losses.secla import secla  # noqa: E402
+from idlearn.losses.sie import sie, vicreg  # noqa: E402
 
 __all__ += [
   "camera_diversity",
@@ -87,10 +88,12 @@ __all__ += [
   "reliability_contrastive",
   "sample_mix_partners",
   "secla",
+  "sie",
   "soft_cross_entropy",
   "soft_margin_triplet",
   "soft_triplet",
   "update_center",
+  "vicreg",
 ]
 
 from idlearn.losses.fsfm import (  # noqa: E402

@@ -21,6 +21,7 @@ config and its tests: the loop, the step and the inputs do not change.
 | hydra | hydra | gated contrastive loss on (arbitrary) pairs of classes |
 | lde | lde | decoupled identity / domain features, domain expansion (DG) |
 | fsfm | fsfm | masked image modelling (CRFR-P) + EMA self-distillation |
+| sie | sie | split invariant / equivariant VICReg, hypernetwork predictor |
 """
 
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ from idlearn.methods import (
   margin,
   metrix,
   mmt,
+  sie,
   supervised,
 )
 from idlearn.methods.base import (
@@ -67,6 +69,7 @@ _MODULES = (
   mmt,
   lde,
   fsfm,
+  sie,
 )
 # Plain dicts filled here (no import side effects elsewhere).
 METHODS: dict[str, type[Method]] = {

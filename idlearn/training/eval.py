@@ -290,12 +290,131 @@ class EffectiveRankEvaluator(_Evaluator):
     }
 
 
+class EquivarianceEvaluator(_Evaluator):
+  """How much of the augmentation the representation keeps
+  (`evaluators.equivariance`, SIE's R^2): two views of each image of one
+  split, made with `views` (`augment.make_views`, parameters kept), are
+  embedded ("emb": the encoder's pooled representation, whatever
+  `feature` says; no flip test); a ridge probe predicts their relative
+  parameters (`augment.relative_params` of `transforms`) from the two
+  views' features concatenated, fitted on the pairs of half the
+  identities (the penalty cross-validated over them) and scored (R^2) on
+  the others. The views are made `batch_size` images at a time (the
+  training batch: BSS draws per batch). Reported for the whole
+  representation ("all") and, with `equi_dims` > 0, for its first
+  d - equi_dims ("inv") and last equi_dims ("equi") dimensions, each as
+  the mean over the transforms and per transform ("r2_equi/flip").
+
+  The views are rounded to uint8 to go through the run's feature function
+  (its sharding and compilation): at most 0.5/255 per pixel.
+  """
+
+  FIELDS = {
+    "split": fields.REQUIRED,
+    "views": {},  # an augment.make_views spec (both views)
+    "transforms": (),  # augment.PARAM_NAMES to predict; (): all that vary
+    "equi_dims": 0,  # the last dims are the equivariant part; 0: none
+    "pairs_per_image": 4,
+    # the probe's penalties (on standardised features), one chosen per
+    # transform by cross-validation over the fit identities
+    "ridge": (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3),
+    "pairs_seed": 0,  # the views and the fit / test split of identities
+  }
+
+  def __init__(self, name: str, cfg: Mapping[str, Any], features: Any):
+    from idlearn import augment
+
+    super().__init__(name, cfg, features)
+    bad = [t for t in cfg["transforms"] if t not in augment.PARAM_NAMES]
+    if bad:
+      raise ConfigError(
+        f"config.evals.{name}.transforms = {tuple(cfg['transforms'])}: "
+        f"{bad} unknown; expected some of {list(augment.PARAM_NAMES)}"
+      )
+    ridge = cfg["ridge"]
+    if cfg["pairs_per_image"] < 1 or not ridge or min(ridge) <= 0:
+      raise ConfigError(
+        f"config.evals.{name}: pairs_per_image = {cfg['pairs_per_image']} "
+        f"(expected >= 1), ridge = {cfg['ridge']} (expected values > 0)"
+      )
+
+  def _load(self):
+    from idlearn import data
+    from idlearn.evaluators.equivariance import view_pairs
+
+    cfg = self.cfg
+    split = data.load_split(
+      cfg["data"],
+      cfg["split"],
+      image_size=tuple(cfg["image_size"]),
+      **self._files(),
+    )
+    return view_pairs(
+      split["image"],
+      split["id"],
+      dict(cfg["views"]),
+      tuple(cfg["transforms"]),
+      pairs_per_image=cfg["pairs_per_image"],
+      seed=cfg["pairs_seed"],
+      chunk=cfg["batch_size"],
+      where=f"config.evals.{self.name}",
+    )
+
+  def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
+    from idlearn.evaluators.equivariance import pair_r2
+
+    del picture_dir
+    pairs, cfg = self.data(), self.cfg
+    if not pairs["names"]:
+      return {}
+
+    def emb(views):
+      return self._features(
+        state,
+        views,
+        image_size=views.shape[1:3],
+        batch_size=cfg["batch_size"],
+        use_ema=cfg["use_ema"],
+        flip=False,
+      )["emb"]
+
+    f1, f2 = emb(pairs["view1"]), emb(pairs["view2"])
+    d, e = f1.shape[1], cfg["equi_dims"]
+    if not 0 <= e < d:
+      raise ConfigError(
+        f"config.evals.{self.name}.equi_dims = {e}: expected 0 <= it < "
+        f"{d}, the representation's width"
+      )
+    parts = {"all": slice(None)}
+    if e:
+      parts.update(inv=slice(0, d - e), equi=slice(d - e, d))
+    out = {}
+    for part, cols in parts.items():
+      r2 = pair_r2(
+        f1[:, cols],
+        f2[:, cols],
+        pairs["targets"],
+        pairs["fit"],
+        groups=pairs["ids"],
+        alphas=cfg["ridge"],
+      )
+      key = f"eval/{self.name}/r2_{part}"
+      ok = np.isfinite(r2)  # NaN: a target constant on the test pairs
+      if ok.any():
+        out[key] = float(r2[ok].mean())
+      for t, v, o in zip(pairs["names"], r2, ok, strict=True):
+        if o:
+          out[f"{key}/{t}"] = float(v)
+    return out
+
+
 TYPES = {
   "reid": ReidEvaluator,
   "video_reid": VideoReidEvaluator,
   "verification": VerificationEvaluator,
   "utilization": UtilizationEvaluator,
   "effective_rank": EffectiveRankEvaluator,
+  "equivariance": EquivarianceEvaluator,
 }
 
 

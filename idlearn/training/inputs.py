@@ -37,13 +37,14 @@ def view_specs(config: Mapping[str, Any] | None) -> list[tuple[str, dict, int]]:
   per view, roles in name order, each repeated `count` times.
 
   A spec holds `idlearn.augment.make_views` keys plus "count" (views of
-  this role, default 1) and "frame" (which image of a pair batch the role
-  is made from, default 0).
+  this role, default 1), "frame" (which image of a pair batch the role
+  is made from, default 0) and "params" (see `make_views_fn`).
   """
   out = []
   for role, spec in sorted(dict(config or {}).items()):
     spec = dict(spec)
     count, frame = spec.pop("count", 1), spec.pop("frame", 0)
+    spec.pop("params", None)
     if not isinstance(count, int) or count < 1:
       raise ConfigError(f"config.views.{role}.count = {count!r}: expected >= 1")
     out += [(role, spec, frame)] * count
@@ -52,11 +53,30 @@ def view_specs(config: Mapping[str, Any] | None) -> list[tuple[str, dict, int]]:
   return out
 
 
+def _param_roles(config: Mapping[str, Any] | None) -> set[str]:
+  """The roles whose spec asks for the augmentation parameters."""
+  asked = set()
+  for role, spec in dict(config or {}).items():
+    value = dict(spec).get("params", False)
+    if not isinstance(value, bool):
+      raise ConfigError(
+        f"config.views.{role}.params = {value!r}: expected True or False"
+      )
+    if value:
+      asked.add(role)
+  return asked
+
+
 def view_counts(config: Mapping[str, Any] | None) -> dict[str, int]:
-  """{role: number of views} of config.views."""
+  """{role: number of views} of config.views (and {"<role>.params": the
+  same} for a role that gives its augmentation parameters)."""
+  from idlearn import augment
+
   counts = {}
   for role, _, _ in view_specs(config):
     counts[role] = counts.get(role, 0) + 1
+  for role in _param_roles(config):
+    counts[augment.params_role(role)] = counts[role]
   return counts
 
 
@@ -65,14 +85,31 @@ def make_views_fn(config: Mapping[str, Any] | None) -> step_lib.ViewsFn:
 
   View i (in `view_specs` order) draws from `fold_in(rng, i)`. Pair
   batches ([b, 2, h, w, 3]: frames, camera or mined pairs) give each role
-  from image `frame` of the pair.
+  from image `frame` of the pair. A role whose spec sets `params=True`
+  also gives the augmentation parameters of its views under
+  `augment.params_role(role)` ("<role>.params"): a tuple of float32
+  [b, len(augment.PARAM_NAMES)], one per view (the views are the same
+  with or without them).
   """
   from idlearn import augment
 
   specs = view_specs(config)
+  asked = _param_roles(config)
+
+  def make(rng, images, specs):
+    """(views, parameters or Nones): parameters only when a role asks."""
+    if not asked:
+      return augment.make_views(rng, images, specs), (None,) * len(specs)
+    return augment.make_views(rng, images, specs, with_params=True)
 
   def views_fn(rng, images):
     out = {}
+
+    def add(role, x, p):
+      out.setdefault(role, []).append(x)
+      if role in asked:
+        out.setdefault(augment.params_role(role), []).append(p)
+
     if images.ndim == 5:
       for i, (role, spec, frame) in enumerate(specs):
         if frame >= images.shape[1]:
@@ -80,14 +117,12 @@ def make_views_fn(config: Mapping[str, Any] | None) -> step_lib.ViewsFn:
             f"config.views.{role}.frame = {frame} but batches hold pairs "
             f"of {images.shape[1]} images"
           )
-        x = augment.make_views(
-          jax.random.fold_in(rng, i), images[:, frame], [spec]
-        )
-        out.setdefault(role, []).append(x[0])
+        xs, ps = make(jax.random.fold_in(rng, i), images[:, frame], [spec])
+        add(role, xs[0], ps[0])
     else:
-      xs = augment.make_views(rng, images, [s for _, s, _ in specs])
-      for (role, _, _), x in zip(specs, xs, strict=True):
-        out.setdefault(role, []).append(x)
+      xs, ps = make(rng, images, [s for _, s, _ in specs])
+      for (role, _, _), x, p in zip(specs, xs, ps, strict=True):
+        add(role, x, p)
     return {role: tuple(v) for role, v in out.items()}
 
   return views_fn
