@@ -15,4 +15,5 @@ Modules (imported on use; only `linear_probe` needs JAX):
                   centred features (Roy & Vetterli): dimensional collapse
   equivariance    R^2 of a ridge probe of the relative augmentation of two
                   views from their features (SIE); its pairs need JAX
+  naming          face naming accuracy on image-caption groups (SECLA)
 """

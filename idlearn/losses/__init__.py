@@ -64,7 +64,7 @@ from idlearn.losses.mutual_info import (  # noqa: E402
   club_upper_bound,
 )
 from idlearn.losses.reliability import reliability_contrastive  # noqa: E402
-from idlearn.losses.secla import secla  # noqa: E402
+from idlearn.losses.secla import secla, secla_bootstrap  # noqa: E402
 from idlearn.losses.sie import sie, vicreg  # noqa: E402
 
 __all__ += [
@@ -88,6 +88,7 @@ __all__ += [
   "reliability_contrastive",
   "sample_mix_partners",
   "secla",
+  "secla_bootstrap",
   "sie",
   "soft_cross_entropy",
   "soft_margin_triplet",

@@ -22,6 +22,7 @@ config and its tests: the loop, the step and the inputs do not change.
 | lde | lde | decoupled identity / domain features, domain expansion (DG) |
 | fsfm | fsfm | masked image modelling (CRFR-P) + EMA self-distillation |
 | sie | sie | split invariant / equivariant VICReg, hypernetwork predictor |
+| secla | secla | face naming from image-caption groups (SECLA, SECLA-B) |
 """
 
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ from idlearn.methods import (
   margin,
   metrix,
   mmt,
+  secla,
   sie,
   supervised,
 )
@@ -70,6 +72,7 @@ _MODULES = (
   lde,
   fsfm,
   sie,
+  secla,
 )
 # Plain dicts filled here (no import side effects elsewhere).
 METHODS: dict[str, type[Method]] = {

@@ -408,6 +408,75 @@ class EquivarianceEvaluator(_Evaluator):
     return out
 
 
+class NamingEvaluator(_Evaluator):
+  """Face naming (`evaluators.naming`) on the held-out image-caption
+  groups of a split (`data.secla_groups`; `groups`: the fields the run's
+  miner makes its groups with), and with `transductive` on its training
+  groups too (the official protocol names the training pairs, under
+  "eval/<name>/train/"). The method gives the face and name embeddings
+  from the encoder's "emb" (no flip test) through its
+  `naming_embeddings(params, emb)`."""
+
+  FIELDS = {"split": "train", "groups": {}, "transductive": True}
+
+  def __init__(self, name: str, cfg: Mapping[str, Any], features: Any):
+    from idlearn.data import secla_groups
+
+    super().__init__(name, cfg, features)
+    if cfg["flip_test"]:
+      raise ConfigError(
+        f"config.evals.{name}.flip_test = True: naming compares the "
+        "projected feature of each image; set it False"
+      )
+    secla_groups.resolve(cfg["groups"], f"config.evals.{name}.groups")
+
+  def _load(self):
+    from idlearn import data
+    from idlearn.data import secla_groups
+
+    split = data.load_split(
+      self.cfg["data"],
+      self.cfg["split"],
+      image_size=tuple(self.cfg["image_size"]),
+      **self._files(),
+    )
+    where = f"config.evals.{self.name}.groups"
+    groups = secla_groups.build(split["label"], self.cfg["groups"], where)
+    return split["image"], groups
+
+  def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
+    from idlearn.evaluators import naming
+
+    del picture_dir
+    method = self._features.method
+    embed = getattr(method, "naming_embeddings", None)
+    if embed is None:
+      raise ConfigError(
+        f"config.evals.{self.name}: type naming needs a method that "
+        f"embeds names; config.method.name = {method.name!r} does not"
+      )
+    images, (train, test) = self.data()
+    emb = self._features(
+      state,
+      images,
+      image_size=tuple(self.cfg["image_size"]),
+      batch_size=self.cfg["batch_size"],
+      use_ema=self.cfg["use_ema"],
+    )["emb"]
+    params = state.ema_params if self.cfg["use_ema"] else state.params
+    faces, names = embed(params, emb)
+    sets = {"": test}
+    if self.cfg["transductive"]:
+      sets["train/"] = train
+    out = {}
+    for prefix, g in sets.items():
+      res = naming.evaluate(faces, names, g.faces, g.names, g.truth)
+      for k, v in res.items():
+        if np.isfinite(v):  # noname_accuracy of groups without NONAME
+          out[f"eval/{self.name}/{prefix}{k}"] = v
+    return out
+
+
 TYPES = {
   "reid": ReidEvaluator,
   "video_reid": VideoReidEvaluator,
@@ -415,6 +484,7 @@ TYPES = {
   "utilization": UtilizationEvaluator,
   "effective_rank": EffectiveRankEvaluator,
   "equivariance": EquivarianceEvaluator,
+  "naming": NamingEvaluator,
 }
 
 
