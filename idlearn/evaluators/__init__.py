@@ -16,4 +16,5 @@ Modules (imported on use; only `linear_probe` needs JAX):
   equivariance    R^2 of a ridge probe of the relative augmentation of two
                   views from their features (SIE); its pairs need JAX
   naming          face naming accuracy on image-caption groups (SECLA)
+  ridge_probe     float64 ridge classifier: labels from features, new groups
 """

@@ -15,6 +15,14 @@ with a single optimizer: the bound stops gradients into `params` and the
 likelihood stops gradients into `x` and `y`, so the encoders minimise the
 bound while q maximises its likelihood (the paper's alternating scheme,
 done in one step).
+
+`club_init(..., variance=False)` gives CLUBMean (the authors' later
+variant, and what AniTalker's maintainers point to through
+`TCLineEstimator(mi_estimator="CLUB")`): q(y | x) = N(mu(x), I), no
+log-variance branch. The same two losses then read
+
+  bound = 1/N sum_i [ -|y_i - mu_i|^2 / 2 + 1/N sum_j |y_j - mu_i|^2 / 2 ]
+  nll   = 1/N sum_i |y_i - mu_i|^2            (CLUBMean.learning_loss)
 """
 
 import jax
@@ -26,20 +34,28 @@ Params = dict[str, dict[str, jax.Array]]
 
 
 def club_init(
-  rng: jax.Array, x_dim: int, y_dim: int, *, hidden: int = 64
+  rng: jax.Array,
+  x_dim: int,
+  y_dim: int,
+  *,
+  hidden: int = 64,
+  variance: bool = True,
 ) -> Params:
-  """Parameters of q(y | x): two one-hidden-layer MLPs (mu and logvar).
+  """Parameters of q(y | x): one-hidden-layer MLPs for mu (and logvar).
 
   Layout as in the authors' `CLUB` module: Linear-ReLU-Linear for mu and
   Linear-ReLU-Linear-Tanh for logvar; uniform(+-1/sqrt(fan_in)) init.
+  Without `variance`, their `CLUBMean` with a hidden layer: mu alone, the
+  variance fixed at 1.
 
   Args:
     rng: PRNG key.
     x_dim, y_dim: dimensions of the conditioning and the predicted code.
     hidden: width of each branch's hidden layer.
+    variance: learn the log-variance (CLUB) or fix it at 0 (CLUBMean).
   Returns:
-    {"mu": {...}, "logvar": {...}} each with w1 [x_dim, hidden], b1, w2
-    [hidden, y_dim], b2.
+    {"mu": {...}, "logvar": {...}} ("mu" alone without `variance`), each
+    with w1 [x_dim, hidden], b1 [hidden], w2 [hidden, y_dim], b2 [y_dim].
   """
   keys = jax.random.split(rng, 8)
 
@@ -50,7 +66,7 @@ def club_init(
     return w, b
 
   params = {}
-  for n, name in enumerate(("mu", "logvar")):
+  for n, name in enumerate(("mu", "logvar") if variance else ("mu",)):
     w1, b1 = dense(keys[4 * n], keys[4 * n + 1], x_dim, hidden)
     w2, b2 = dense(keys[4 * n + 2], keys[4 * n + 3], hidden, y_dim)
     params[name] = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
@@ -58,14 +74,18 @@ def club_init(
 
 
 def club_q(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """mu(x), logvar(x) of q(y | x): [b, x_dim] -> ([b, y_dim], [b, y_dim])."""
+  """mu(x), logvar(x) of q(y | x): [b, x_dim] -> ([b, y_dim], [b, y_dim])
+  (logvar all 0 for parameters without a "logvar" branch: CLUBMean)."""
 
   def mlp(p):
     h = jax.nn.relu(x.astype(jnp.float32) @ p["w1"] + p["b1"])
     return h @ p["w2"] + p["b2"]
 
+  mu = mlp(params["mu"])
+  if "logvar" not in params:
+    return mu, jnp.zeros_like(mu)
   # tanh keeps the log-variance in (-1, 1), as in the authors' code.
-  return mlp(params["mu"]), jnp.tanh(mlp(params["logvar"]))
+  return mu, jnp.tanh(mlp(params["logvar"]))
 
 
 def _check(params: Params, x: jax.Array, y: jax.Array) -> None:
@@ -102,8 +122,8 @@ def club_upper_bound(
 
   Args:
     params: q network parameters (`club_init`).
-    x: [b, x_dim] conditioning code (e.g. identity).
-    y: [b, y_dim] predicted code (e.g. motion).
+    x: [b, x_dim] conditioning code (e.g. motion, as AniTalker orders them).
+    y: [b, y_dim] predicted code (e.g. identity).
     axis_name: mapped batch axis, or None.
   Returns:
     (mi, aux) with aux["positive"] = mean log-ratio numerator term and

@@ -23,6 +23,7 @@ config and its tests: the loop, the step and the inputs do not change.
 | fsfm | fsfm | masked image modelling (CRFR-P) + EMA self-distillation |
 | sie | sie | split invariant / equivariant VICReg, hypernetwork predictor |
 | secla | secla | face naming from image-caption groups (SECLA, SECLA-B) |
+| anitalker | anitalker | identity / motion codes, decoder, CLUB MI bound |
 """
 
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from typing import Any
 
 from idlearn import fields
 from idlearn.methods import (
+  anitalker,
   barlow_twins,
   cacl,
   contrastive,
@@ -73,6 +75,7 @@ _MODULES = (
   fsfm,
   sie,
   secla,
+  anitalker,
 )
 # Plain dicts filled here (no import side effects elsewhere).
 METHODS: dict[str, type[Method]] = {

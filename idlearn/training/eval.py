@@ -477,6 +477,117 @@ class NamingEvaluator(_Evaluator):
     return out
 
 
+class CodeProbeEvaluator(_Evaluator):
+  """How much identity a linear probe recovers from each code of the
+  network (`evaluators.ridge_probe`: a ridge classifier, float64).
+
+  Rows: the images of `splits` (concatenated; id -1 dropped), at most
+  `max_per_group` evenly spaced ones per group, labelled by identity. An
+  identity's groups ("tracklet": a video set's tracklets; "image": each
+  image) alternate between fit and test (`ridge_probe.alternate_groups`),
+  so the probe names new tracklets of identities it was fitted on; its
+  penalty is cross-validated over the fit groups. The codes are the
+  method's `probe_codes(params, feats)` ({name: [n, d]} from the
+  retrieval encoder's {"emb", "eval"}: e.g. a decoupled identity and
+  motion code), else "eval" and "emb". Reported per code as
+  "eval/<name>/<code>/top1", with "eval/<name>/chance" (the majority
+  label). No flip test: a code of the mean feature of an image and its
+  mirror is not the mean of their codes."""
+
+  FIELDS = {
+    "splits": ("query", "gallery"),
+    "group_by": "tracklet",  # tracklet | image
+    "max_per_group": 16,  # 0: every image of a group
+    "ridge": (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0),
+    "folds": 2,
+  }
+
+  def __init__(self, name: str, cfg: Mapping[str, Any], features: Any):
+    super().__init__(name, cfg, features)
+    where = f"config.evals.{name}"
+    fields.choice(cfg["group_by"], ("tracklet", "image"), f"{where}.group_by")
+    if cfg["flip_test"]:
+      raise ConfigError(
+        f"{where}.flip_test = True: the probe reads each image's own "
+        "codes; set it False"
+      )
+    if not cfg["splits"] or cfg["max_per_group"] < 0 or cfg["folds"] < 2:
+      raise ConfigError(
+        f"{where}: splits = {tuple(cfg['splits'])} (expected some), "
+        f"max_per_group = {cfg['max_per_group']} (>= 0), folds = "
+        f"{cfg['folds']} (>= 2)"
+      )
+
+  def _load(self):
+    from idlearn import data
+
+    images, ids, groups = [], [], []
+    for i, split in enumerate(self.cfg["splits"]):
+      d = data.load_split(
+        self.cfg["data"],
+        split,
+        image_size=tuple(self.cfg["image_size"]),
+        **self._files(),
+      )
+      if self.cfg["group_by"] == "tracklet":
+        if "tracklet" not in d:
+          raise ConfigError(
+            f"config.evals.{self.name}.group_by = 'tracklet' needs a video "
+            f"set, got {self.cfg['data']!r}"
+          )
+        g = d["tracklet"].astype(np.int64)
+      else:
+        g = np.arange(len(d["id"]), dtype=np.int64)
+      keep = _spaced(g, self.cfg["max_per_group"]) & (d["id"] != -1)
+      images.append(d["image"][keep])
+      ids.append(d["id"][keep])
+      groups.append(g[keep] + (i << 32))  # groups of each split apart
+    return np.concatenate(images), np.concatenate(ids), np.concatenate(groups)
+
+  def run(self, state: Any, picture_dir: str | None = None) -> dict[str, float]:
+    from idlearn.evaluators import ridge_probe
+
+    del picture_dir
+    images, ids, groups = self.data()
+    feats = self._features(
+      state,
+      images,
+      image_size=tuple(self.cfg["image_size"]),
+      batch_size=self.cfg["batch_size"],
+      use_ema=self.cfg["use_ema"],
+    )
+    codes = {"eval": feats["eval"], "emb": feats["emb"]}
+    hook = getattr(self._features.method, "probe_codes", None)
+    if hook is not None:
+      params = state.ema_params if self.cfg["use_ema"] else state.params
+      codes = hook(params, feats)
+    fit = ridge_probe.alternate_groups(ids, groups)
+    out = {}
+    for code, x in sorted(codes.items()):
+      res = ridge_probe.evaluate(
+        x[fit], ids[fit], x[~fit], ids[~fit], groups=groups[fit],
+        alphas=self.cfg["ridge"], folds=self.cfg["folds"],
+      )  # fmt: skip
+      out[f"eval/{self.name}/{code}/top1"] = res["top1"]
+      out[f"eval/{self.name}/chance"] = res["chance"]
+    return out
+
+
+def _spaced(groups: np.ndarray, most: int) -> np.ndarray:
+  """bool [n]: at most `most` evenly spaced rows of each group (0: all),
+  in record order."""
+  keep = np.ones(len(groups), bool)
+  if most <= 0:
+    return keep
+  _, inverse, counts = np.unique(groups, return_inverse=True,
+                                 return_counts=True)  # fmt: skip
+  for g in np.flatnonzero(counts > most):
+    rows = np.flatnonzero(inverse == g)
+    keep[rows] = False
+    keep[rows[np.linspace(0, len(rows) - 1, most).round().astype(int)]] = True
+  return keep
+
+
 TYPES = {
   "reid": ReidEvaluator,
   "video_reid": VideoReidEvaluator,
@@ -485,6 +596,7 @@ TYPES = {
   "effective_rank": EffectiveRankEvaluator,
   "equivariance": EquivarianceEvaluator,
   "naming": NamingEvaluator,
+  "code_probe": CodeProbeEvaluator,
 }
 
 

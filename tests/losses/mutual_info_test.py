@@ -40,12 +40,24 @@ def _np_nll(params, x, y):
   return np.mean(np.sum((y - mu) ** 2 / np.exp(logvar) + logvar, axis=1))
 
 
-def _inputs(b=16, dx=5, dy=3, seed=0):
+def _inputs(b=16, dx=5, dy=3, seed=0, variance=True):
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(b, dx))
   y = x[:, :dy] * 0.8 + rng.normal(size=(b, dy)) * 0.5 + 1.5
-  params = mutual_info.club_init(jax.random.key(seed), dx, dy, hidden=8)
+  params = mutual_info.club_init(
+    jax.random.key(seed), dx, dy, hidden=8, variance=variance
+  )
   return params, x, y
+
+
+def _np_club_mean(params, x, y):
+  """The authors' CLUBMean.forward and learning_loss, in float64."""
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["mu"])
+  mu = np.maximum(x @ p["w1"] + p["b1"], 0) @ p["w2"] + p["b2"]  # [n, dy]
+  positive = -((mu - y) ** 2) / 2.0
+  negative = -((y[None, :, :] - mu[:, None, :]) ** 2).mean(axis=1) / 2.0
+  bound = (positive.sum(-1) - negative.sum(-1)).mean()
+  return bound, ((mu - y) ** 2).sum(axis=1).mean()
 
 
 def test_club_matches_double_loop_reference():
@@ -63,6 +75,20 @@ def test_log_likelihood_matches_formula():
     params, jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
   )
   np.testing.assert_allclose(got, _np_nll(params, x, y), rtol=RTOL)
+
+
+def test_club_mean_matches_the_authors_club_mean():
+  params, x, y = _inputs(seed=2, variance=False)
+  assert set(params) == {"mu"}
+  # the same mu branch as the learned-variance estimator from the same key
+  full, _, _ = _inputs(seed=2)
+  chex.assert_trees_all_equal(params["mu"], full["mu"])
+  x32, y32 = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+  want_bound, want_nll = _np_club_mean(params, x, y)
+  got, _ = jax.jit(mutual_info.club_upper_bound)(params, x32, y32)
+  np.testing.assert_allclose(got, want_bound, rtol=RTOL)
+  got, _ = jax.jit(mutual_info.club_log_likelihood)(params, x32, y32)
+  np.testing.assert_allclose(got, want_nll, rtol=RTOL)
 
 
 def test_club_with_exact_gaussian_q_gives_analytic_value():
@@ -119,11 +145,12 @@ def test_gradients_are_routed_encoders_vs_q():
   assert float(jnp.abs(gx).max()) == 0 and float(jnp.abs(gy).max()) == 0
 
 
+@pytest.mark.parametrize("variance", [True, False])
 @pytest.mark.parametrize(
   "fn", [mutual_info.club_upper_bound, mutual_info.club_log_likelihood]
 )
-def test_sharded_equals_global(fn):
-  params, x, y = _inputs()
+def test_sharded_equals_global(fn, variance):
+  params, x, y = _inputs(variance=variance)
   x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
   mesh = sharding.make_data_mesh()
 
