@@ -174,3 +174,20 @@ def test_lde_arms_share_the_union_pool_and_budget():
   assert lde["input"] == union.to_dict()["input"]
   assert lde["input"].pop("domain_pattern")
   assert lde["input"] == snp_all["input"]
+
+
+@pytest.mark.parametrize("pretrain", ["dcl", "isr"])
+def test_finetune_stage_one_trains_the_encoder_stage_two_loads(pretrain):
+  pre = _load("finetune_pku_reid").get_config(
+    f"stage=pretrain,pretrain={pretrain}"
+  )
+  fine = _load("finetune_pku_reid").get_config("init=/some/run/encoder/final")
+  assert pre.method.name == pretrain and fine.method.name == "supervised"
+  pre_model, fine_model = pre.model.to_dict(), fine.model.to_dict()
+  assert fine_model.pop("init") == "/some/run/encoder/final"
+  assert pre_model.pop("init") == ""
+  assert pre_model == fine_model  # init= fits the stage-2 encoder
+  assert tuple(pre.input.image_size) == tuple(fine.input.image_size)
+  assert pre.total_steps == fine.total_steps  # the same budget per stage
+  with pytest.raises(ValueError, match="pretrain='cion'"):
+    _load("finetune_pku_reid").get_config("stage=pretrain,pretrain=cion")
