@@ -1,19 +1,19 @@
 """Benchmarks that must not rot: the GPU train-step comparison runs at a
 small size on the CPU."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from subprocess_env import one_device_env
 
 _ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_gpu_benchmark_runs_small_on_cpu():
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = one_device_env(JAX_PLATFORMS="cpu")
   out = subprocess.run(
     [sys.executable, "benchmarks/gpu.py", "--models=resnet18",
      "--batch=8", "--size=32,16", "--steps=1", "--warmup=1",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from peers import load_file
 from PIL import Image
+from subprocess_env import one_device_env
 
 from idlearn import main
 
@@ -41,7 +42,7 @@ def test_summary_puts_untrained_next_to_trained():
 @pytest.mark.slow
 def test_cli_train_with_override_then_eval_mode():
   workdir = tempfile.mkdtemp()
-  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=str(_ROOT))
+  env = one_device_env(PYTHONPATH=str(_ROOT))
   cmd = [
     sys.executable,
     "-m",
@@ -73,7 +74,7 @@ def test_cli_train_with_override_then_eval_mode():
 
 
 def test_cli_rejects_unknown_config_key():
-  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=str(_ROOT))
+  env = one_device_env(PYTHONPATH=str(_ROOT))
   out = subprocess.run(
     [
       sys.executable,

@@ -16,6 +16,7 @@ import nbformat
 import numpy as np
 import pytest
 from PIL import Image
+from subprocess_env import one_device_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLAB = ROOT / "colab"
@@ -27,11 +28,7 @@ NOTEBOOKS = [
 
 
 def _kernel_env(workdir: pathlib.Path) -> dict[str, str]:
-  env = dict(os.environ)
-  flags = env.pop("XLA_FLAGS", "").split()
-  flags = [f for f in flags if "device_count" not in f]  # conftest's 8
-  if flags:
-    env["XLA_FLAGS"] = " ".join(flags)
+  env = one_device_env()
   env["PYTHONPATH"] = os.pathsep.join(
     filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
   )

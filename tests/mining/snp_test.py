@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.linalg
+from subprocess_env import one_device_env
 
 from idlearn import data
 from idlearn.errors import DataError
@@ -242,7 +243,7 @@ def test_materialize_caches_by_config(tmp_path):
 
 
 def _cli(*args):
-  env = dict(os.environ, PYTHONPATH=os.fspath(_ROOT), XLA_FLAGS="")
+  env = one_device_env(PYTHONPATH=os.fspath(_ROOT))
   return subprocess.run(
     [sys.executable, "-m", "idlearn.main", "select", *args],
     cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300,
