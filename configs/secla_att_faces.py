@@ -14,13 +14,14 @@ optimizer; arm=):
 
   secla    both directions + 0.15 x diagonal agreement (the paper's loss)
   one_way  face -> name CE only, no agreement (official direction="name")
+  one_way_nf  name -> face CE only, no agreement (official "face")
   secla_b  SECLA-B: the first 20% of the steps on the easy groups (one
            face, one name; ~8% of the groups), then every group split by
            the current model into matched / unmatched parts, SECLA on the
            unmatched, the combined + face (anti-forgetting) terms on the
            matched, with a random easy face of each caption name
 
-  for s in 0 1; do for a in secla one_way secla_b; do
+  for s in 0 1; do for a in secla one_way one_way_nf secla_b; do
     python -m idlearn.main \
         --config=configs/secla_att_faces.py:arm=$a,seed=$s \
         --workdir=runs/secla_att_faces/${a}_s$s
@@ -49,19 +50,19 @@ s/step in stage 2 (+ 6 easy faces a group, forward only), plus ~20 s to
 compile the stage-2 step: ~10 min. Results: not measured yet (only
 smoke-sized runs were made while building this).
 
-Arg keys: arm (secla | one_way | secla_b), steps, batch (groups), groups,
-max_faces, distractors (the ambiguity), drop (drop_name), easy (SECLA-B's
-stage-1 fraction of the steps), height, width_px, encoder, width, lr,
-seed, smoke. Group fields set here go to both the miner and the naming
-evaluator (set them through the arg, not --config.miner.*, so that the
-two stay the same).
+Arg keys: arm (secla | one_way | one_way_nf | secla_b), steps, batch
+(groups), groups, max_faces, distractors (the ambiguity), drop
+(drop_name), easy (SECLA-B's stage-1 fraction of the steps), height,
+width_px, encoder, width, lr, seed, smoke. Group fields set here go to
+both the miner and the naming evaluator (set them through the arg, not
+--config.miner.*, so that the two stay the same).
 """
 
 import ml_collections
 
 from configs import common
 
-ARMS = ("secla", "one_way", "secla_b")
+ARMS = ("secla", "one_way", "one_way_nf", "secla_b")
 # configs/facenet_att_faces.py's "light" views
 VIEWS = dict(
   crop_scale=(0.7, 1.0), crop_ratio=(0.75, 0.95), flip=0.5,
@@ -94,8 +95,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     name="secla", directions="both", alpha=0.15, bootstrap=False,
     name_dim=512, proj_hidden=512, proj_dim=128,
   )  # fmt: skip
-  if arg.arm == "one_way":
-    c.method.update(directions="face_to_name", alpha=0.0)
+  if arg.arm.startswith("one_way"):
+    way = "name_to_face" if arg.arm == "one_way_nf" else "face_to_name"
+    c.method.update(directions=way, alpha=0.0)
   c.miner = dict(name="caption_groups", every_steps=arg.steps, easy_steps=0,
                  **groups)  # fmt: skip
   c.optim = common.adamw(arg.lr, 0.1, c.total_steps, eps=1e-6)
