@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fake_setup import fake_setup
 
 from configs import anitalker_mars
 from idlearn import encoders, losses, methods, sharding
@@ -26,14 +27,11 @@ BATCH = {"tracklet": np.array([0, 1, 2, 3, 0, 1, 2, 3], np.int32)}
 
 
 def _method(cfg=None, mesh=None, sampler="frame_pairs", size=(32, 16)):
-  setup = methods.Setup(
+  setup = fake_setup(
     mesh=mesh or sharding.make_data_mesh(jax.devices()[:1]),
     make_encoder=lambda: encoders.get_encoder("resnet_tiny"),
-    dtype=jnp.float32,
     input={"name": "fake", "sampler": sampler, "image_size": size},
     views={"source": 1, "target": 1},
-    seed=0,
-    total_steps=10,
     num_classes=lambda: C,
   )
   return methods.make_method(

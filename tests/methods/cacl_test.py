@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fake_setup import fake_setup
 
 from configs import cacl_pku_mars
 from idlearn import encoders, main, methods, sharding
@@ -37,15 +38,10 @@ def _setup(mesh=None, encoder=None, **input_fields):
     "manual_dir": "", "num_workers": 0, "frame_gap": 1, "group_by": "id",
     **input_fields,
   }  # fmt: skip
-  return methods.Setup(
+  return fake_setup(
     mesh=mesh or _mesh(),
     make_encoder=lambda: encoders.get_encoder(encoder) if encoder else None,
-    dtype=jnp.float32,
     input=inp,
-    views={"image": 1},
-    seed=0,
-    total_steps=10,
-    num_classes=lambda: 5,
   )
 
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fake_setup import fake_setup
 
 from idlearn import methods, sharding
 
@@ -26,16 +27,7 @@ def _mesh(n):
 
 
 def _method(cfg, mesh, num_classes=6):
-  setup = methods.Setup(
-    mesh=mesh,
-    make_encoder=lambda: None,
-    dtype=jnp.float32,
-    input={"name": "fake", "sampler": "pk", "k": 4},
-    views={"image": 1},
-    seed=0,
-    total_steps=10,
-    num_classes=lambda: num_classes,
-  )
+  setup = fake_setup(mesh=mesh, num_classes=lambda: num_classes)
   return methods.make_method({"name": "decoupled_mixup", **cfg}, setup)
 
 

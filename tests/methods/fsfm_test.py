@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fake_setup import fake_setup
 
 from configs import fsfm_att_faces
 from idlearn import encoders, methods
@@ -31,14 +32,10 @@ def _vit(depth=1):
 
 
 def _method(cfg=None, encoder=_vit):
-  setup = methods.Setup(
+  setup = fake_setup(
     mesh=None,
     make_encoder=encoder,
-    dtype=jnp.float32,
     input={"name": "att_faces", "sampler": "random", "k": 4},
-    views={"image": 1},
-    seed=0,
-    total_steps=10,
     num_classes=lambda: 28,
   )
   return methods.make_method({"name": "fsfm", **SMALL, **(cfg or {})}, setup)

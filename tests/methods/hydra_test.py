@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fake_setup import fake_setup
 
 from idlearn import encoders, methods, sharding
 from idlearn.encoders.backbone import select_params
@@ -26,14 +27,10 @@ def _mesh(n):
 
 
 def _method(cfg=None, mesh=None, sampler="pk"):
-  setup = methods.Setup(
+  setup = fake_setup(
     mesh=mesh or _mesh(1),
     make_encoder=lambda: encoders.get_encoder("resnet_tiny"),
-    dtype=jnp.float32,
     input={"name": "fake", "sampler": sampler, "k": 4},
-    views={"image": 1},
-    seed=0,
-    total_steps=10,
     num_classes=lambda: C,
   )
   small = dict(proj_hidden=32, proj_out=8, gate_embed=16, gate_hidden=32)

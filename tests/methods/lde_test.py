@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fake_setup import fake_setup
 
 from idlearn import errors, methods, sharding
 
@@ -24,16 +25,8 @@ class FakeNet:
 
 
 def _method(mesh, num_domains=M, **cfg):
-  setup = methods.Setup(
-    mesh=mesh,
-    make_encoder=lambda: None,
-    dtype=jnp.float32,
-    input={"name": "fake", "sampler": "pk", "k": 4},
-    views={"image": 1},
-    seed=0,
-    total_steps=10,
-    num_classes=lambda: C,
-    num_domains=lambda: num_domains,
+  setup = fake_setup(
+    mesh=mesh, num_classes=lambda: C, num_domains=lambda: num_domains
   )
   return methods.make_method({"name": "lde", **cfg}, setup)
 
@@ -134,10 +127,6 @@ def test_config_checks_name_the_field():
     _method(mesh, lam=-1.0)
   with pytest.raises(errors.ConfigError, match="num_domains=1"):
     _method(mesh, num_domains=1)
-  setup = methods.Setup(
-    mesh=mesh, make_encoder=lambda: None, dtype=jnp.float32,
-    input={}, views={"image": 1}, seed=0, total_steps=1,
-    num_classes=lambda: C,
-  )  # fmt: skip
+  setup = fake_setup(mesh=mesh, input={}, total_steps=1, num_classes=lambda: C)
   with pytest.raises(errors.ConfigError, match="config.input.domain_pattern"):
     methods.make_method({"name": "lde"}, setup)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fake_setup import fake_setup
 
 from idlearn import methods, sharding
 from idlearn.methods.barlow_twins import mix_views
@@ -44,15 +45,10 @@ def _mesh(n):
 
 
 def _method(name, cfg, mesh, views, miner=None, **input_fields):
-  setup = methods.Setup(
+  setup = fake_setup(
     mesh=mesh,
-    make_encoder=lambda: None,
-    dtype=jnp.float32,
     input={"name": "fake", "sampler": "pk", "k": 4, **input_fields},
     views={role: len(v) for role, v in views.items()},
-    seed=0,
-    total_steps=10,
-    num_classes=lambda: 5,
   )
   return methods.make_method({"name": name, **cfg}, setup, miner)
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fake_setup import fake_setup
 
 from idlearn import methods, sharding
 from idlearn.data import secla_groups as sg
@@ -24,14 +25,11 @@ SMALL = dict(name_dim=8, proj_hidden=16, proj_dim=8)
 
 
 def _method(tiny, cfg=None, miner=None, devices=1, total=10):
-  setup = methods.Setup(
+  setup = fake_setup(
     mesh=sharding.make_data_mesh(jax.devices()[:devices]),
     make_encoder=tiny.tiny_encoder,
-    dtype=jnp.float32,
     input={"name": "att_faces", "split": "train", "image_size": (8, 8),
            "global_batch_size": 8, "data_dir": "", "manual_dir": ""},
-    views={"image": 1},
-    seed=0,
     total_steps=total,
     num_classes=lambda: 28,
   )  # fmt: skip

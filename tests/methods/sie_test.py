@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fake_setup import fake_setup
 
 from configs import sie_pku_reid, simclr_pku_reid
-from idlearn import augment, encoders, methods, sharding
+from idlearn import augment, encoders, methods
 from idlearn.encoders.backbone import select_params
 from idlearn.methods import sie
 from idlearn.training import inputs, state, step
@@ -24,14 +25,10 @@ SMALL = dict(equi=8, mlp=(16, 16, 8), transforms=("pad_y", "pad_x", "flip"))
 
 
 def _method(tiny, cfg=None, views=VIEWS):
-  setup = methods.Setup(
-    mesh=sharding.make_data_mesh(jax.devices()[:1]),
+  setup = fake_setup(
     make_encoder=tiny.tiny_encoder,
-    dtype=jnp.float32,
     input={"name": "fake", "image_size": (16, 8)},
     views=inputs.view_counts(views),
-    seed=0,
-    total_steps=10,
     num_classes=lambda: 4,
   )
   return methods.make_method({"name": "sie", **SMALL, **(cfg or {})}, setup)

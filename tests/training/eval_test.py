@@ -4,6 +4,7 @@ verification, against NumPy references and the evaluators they call."""
 import jax
 import numpy as np
 import pytest
+from fake_setup import fake_setup
 
 from idlearn import data, encoders, methods, sharding
 from idlearn.evaluators import features, verification
@@ -52,13 +53,11 @@ def test_center_cameras_subtracts_each_cameras_mean():
 
 def _facenet_run(size):
   """A FaceNet method on the tiny ResNet, its state and state features."""
-  setup = methods.Setup(
+  setup = fake_setup(
     mesh=sharding.make_data_mesh(),
     make_encoder=lambda: encoders.get_encoder("resnet_tiny"),
     dtype=np.float32,
     input={"name": "att_faces"},
-    views={"image": 1},
-    seed=0,
     total_steps=1,
     num_classes=lambda: 28,
   )

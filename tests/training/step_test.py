@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fake_setup import fake_setup
 
 from idlearn import losses, methods, sharding
 from idlearn.methods import base
@@ -15,14 +16,11 @@ from idlearn.training import state, step
 
 
 def _setup(tiny, mesh):
-  return methods.Setup(
+  return fake_setup(
     mesh=mesh,
     make_encoder=tiny.tiny_encoder,
-    dtype=jnp.float32,
     input={"name": "synthetic"},
     views={"global": 2},
-    seed=0,
-    total_steps=10,
     num_classes=lambda: 50,
   )
 
