@@ -11,6 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from preempt import preempted_after
 from sklearn.cluster import KMeans
 
 from idlearn import encoders, errors, methods, pretrained, sharding
@@ -232,7 +233,8 @@ def test_trains_on_1_and_8_devices_and_resumes_exactly(synthetic, tiny):
     one, eight, resumed = workdirs
     _train(one, 1)
     out = _train(eight, 8)
-    _train(resumed, 8, total=2)  # stops between two clusterings (0 and 3)
+    with preempted_after(2):  # between two clusterings (0 and 3)
+      _train(resumed, 8)
     _train(resumed, 8)
     a, b, c = (tiny.read_losses(w) for w in workdirs)
     assert sorted(a) == sorted(b) == sorted(c) == [1, 2, 3, 4]
