@@ -47,8 +47,10 @@ to 1% (official: cosine restarting every 64 iterations). Measured on the
 one_way 0.38 s/step, so ~8.5 min a run with compilation and the 5 x 2
 evaluations; secla_b 0.11 s/step in stage 1 (one face a group) and 0.54
 s/step in stage 2 (+ 6 easy faces a group, forward only), plus ~20 s to
-compile the stage-2 step: ~10 min. Results: not measured yet (only
-smoke-sized runs were made while building this).
+compile the stage-2 step: ~10 min (4.5-9.5 min measured at load 2-3).
+Results: experiments/secla/README.md (held-out naming, two seeds: SECLA
+98.0 %, name -> face alone 49.3 %, face -> name alone 11.1 %: it collapses
+onto NONAME; SECLA-B 96.7 %).
 
 Arg keys: arm (secla | one_way | one_way_nf | secla_b), steps, batch
 (groups), groups, max_faces, distractors (the ambiguity), drop
