@@ -19,7 +19,8 @@ the training images). Arms (same budget, same seeds):
       --config=configs/metrix_att_faces.py:smoke \
       --workdir=/tmp/smoke
 
-Repeat each with seed=1, 2 (and mix=embedding).
+Repeat each with seed=1, 2 (and mix=embedding). Measured (two seeds):
+experiments/metrix/README.md.
 Arg keys: mix (none | input | embedding), loss (contrastive |
 multi_similarity), mix_alpha, mix_weight, margin, steps, aug (light |
 strong), seed, smoke.
