@@ -192,3 +192,18 @@ def test_finetune_stage_one_trains_the_encoder_stage_two_loads(pretrain):
   assert pre.total_steps == fine.total_steps  # the same budget per stage
   with pytest.raises(ValueError, match="pretrain='cion'"):
     _load("finetune_pku_reid").get_config("stage=pretrain,pretrain=cion")
+
+
+def test_decoupled_mixup_faces_arms_share_the_face_recipe():
+  recipe = _load("facenet_att_faces").get_config("loss=triplet_ce").to_dict()
+  arms = {
+    arm: _load("decoupled_mixup_att_faces").get_config(arm).to_dict()
+    for arm in ("alpha=0", "eta=0", "")
+  }
+  assert arms["alpha=0"]["method"]["alpha"] == 0  # no mixed view
+  assert arms["eta=0"]["method"]["eta"] == 0 < arms[""]["method"]["eta"]
+  for c in arms.values():
+    method = c.pop("method")
+    assert method["name"] == "decoupled_mixup" and method["neck"] == "bnneck"
+    recipe.pop("method", None)
+    assert c == recipe  # data, model, budget, evaluation: the face recipe
