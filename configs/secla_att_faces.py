@@ -50,7 +50,8 @@ s/step in stage 2 (+ 6 easy faces a group, forward only), plus ~20 s to
 compile the stage-2 step: ~10 min (4.5-9.5 min measured at load 2-3).
 Results: experiments/secla/README.md (held-out naming, two seeds: SECLA
 98.0 %, name -> face alone 49.3 %, face -> name alone 11.1 %: it collapses
-onto NONAME; SECLA-B 96.7 %).
+onto NONAME; SECLA-B 96.7 %; with distractors=6,drop=0.3 SECLA 27.9 %
+and SECLA-B 87.7 %).
 
 Arg keys: arm (secla | one_way | one_way_nf | secla_b), steps, batch
 (groups), groups, max_faces, distractors (the ambiguity), drop
