@@ -405,7 +405,7 @@ def make_loader(
     "manual_dir": input_cfg["manual_dir"] or None,
     "frame_gap": input_cfg["frame_gap"],
     "group_by": input_cfg["group_by"],
-    "domain_pattern": input_cfg.get("domain_pattern", ""),
+    "domain_pattern": input_cfg["domain_pattern"],
   }
   kw.update(overrides)
   return data.make_train_loader(

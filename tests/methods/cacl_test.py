@@ -19,9 +19,10 @@ from fake_setup import fake_setup
 from preempt import preempted_after
 
 from configs import cacl_pku_mars
-from idlearn import encoders, main, methods, sharding
+from idlearn import encoders, fields, main, methods, sharding
 from idlearn.methods import cacl, domainmix
 from idlearn.mining import curriculum
+from idlearn.training import inputs
 from idlearn.training import state as state_lib
 from idlearn.training import step as step_lib
 
@@ -33,12 +34,11 @@ def _mesh(n=1):
 
 
 def _setup(mesh=None, encoder=None, **input_fields):
-  inp = {
-    "name": "fake", "split": "train", "image_size": (1, 1),
-    "global_batch_size": 16, "sampler": "pk", "k": 4, "data_dir": "",
-    "manual_dir": "", "num_workers": 0, "frame_gap": 1, "group_by": "id",
-    **input_fields,
-  }  # fmt: skip
+  inp = fields.resolve(
+    {"name": "fake", "image_size": (1, 1), "global_batch_size": 16,
+     "sampler": "pk", **input_fields},
+    inputs.INPUT_FIELDS, "config.input",
+  )  # fmt: skip
   return fake_setup(
     mesh=mesh or _mesh(),
     make_encoder=lambda: encoders.get_encoder(encoder) if encoder else None,
