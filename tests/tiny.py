@@ -145,14 +145,12 @@ def _main():
   a = ap.parse_args()
   # the test's other XLA flags (its codegen: losses repeat bit for bit),
   # with this process's device count
-  inherited = [
-    f
-    for f in os.environ.get("XLA_FLAGS", "").split()
-    if not f.startswith("--xla_force_host_platform_device_count")
-  ]
-  os.environ["XLA_FLAGS"] = " ".join(
-    [*inherited, f"--xla_force_host_platform_device_count={a.devices}"]
-  )
+  from subprocess_env import one_device_env
+
+  inherited = one_device_env().get("XLA_FLAGS", "")
+  os.environ["XLA_FLAGS"] = (
+    f"{inherited} --xla_force_host_platform_device_count={a.devices}"
+  ).strip()
   os.environ["JAX_PLATFORMS"] = "cpu"
   import jax
 
